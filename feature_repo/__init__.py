@@ -1,0 +1,1 @@
+"""The Feast repository, generated from the use-case spec."""

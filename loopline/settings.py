@@ -1,0 +1,139 @@
+"""Settings: one frozen object, read once from ``LOOPLINE_*`` environment variables.
+
+Defaults work against the local stack (``loopline dev up``). A ``LOOPLINE_*`` variable
+that names no setting is rejected, so a typo never silently falls back to a default.
+
+>>> Settings.from_env({"LOOPLINE_TOPIC_PREFIX": "shop."}).topic("events")
+'shop.events'
+>>> Settings.from_env({"LOOPLINE_KAFKA_BOOTSTRAPS": "x:9092"})
+Traceback (most recent call last):
+...
+loopline.errors.ConfigError: unknown environment variable LOOPLINE_KAFKA_BOOTSTRAPS; known: ...
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from loopline.errors import ConfigError
+from loopline.spec import DEFAULT_SPEC, Spec, load_spec
+
+ENV_PREFIX = "LOOPLINE_"
+
+TOPICS = ("events", "labels", "examples", "deadletter", "control", "checkpoints", "predictions")
+
+
+class Settings(BaseSettings):
+    """Everything a Loopline process needs to know about its environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092",
+        description="LOOPLINE_KAFKA_BOOTSTRAP: Kafka bootstrap servers, comma-separated.",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="LOOPLINE_REDIS_URL: Redis for features, routing and state.",
+    )
+    topic_prefix: str = Field(
+        "loopline.",
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="LOOPLINE_TOPIC_PREFIX: prefix of every topic and Redis key.",
+    )
+    partitions: int = Field(
+        3,
+        ge=1,
+        description="LOOPLINE_PARTITIONS: partitions per topic when Loopline creates topics.",
+    )
+    spec: Path = Field(DEFAULT_SPEC, description="LOOPLINE_SPEC: the use-case spec file (TOML).")
+    state_dir: Path = Field(
+        Path(".loopline"),
+        description="LOOPLINE_STATE_DIR: local stack pids and logs, worker state.",
+    )
+    checkpoint_dir: Path = Field(
+        Path(".loopline/checkpoints"),
+        description="LOOPLINE_CHECKPOINT_DIR: where the trainer writes checkpoints.",
+    )
+    signing_key: SecretStr = Field(
+        SecretStr("loopline-dev-signing-key"),
+        description="LOOPLINE_SIGNING_KEY: HMAC key that signs checkpoints. Set your own outside development.",
+    )
+    publish_timeout_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="LOOPLINE_PUBLISH_TIMEOUT_SECONDS: how long a publish may wait for the broker before failing.",
+    )
+    publish_buffer_messages: int = Field(
+        200_000,
+        gt=0,
+        description="LOOPLINE_PUBLISH_BUFFER_MESSAGES: records the Publisher buffers before producing blocks.",
+    )
+    serving_host: str = Field(
+        "127.0.0.1", description="LOOPLINE_SERVING_HOST: address serving binds."
+    )
+    serving_port: int = Field(
+        8080, ge=0, le=65535, description="LOOPLINE_SERVING_PORT: port serving binds."
+    )
+    serving_token: SecretStr | None = Field(
+        None, description="LOOPLINE_SERVING_TOKEN: bearer token /predict requires, if set."
+    )
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="LOOPLINE_METRICS_PORT: Prometheus port of a worker (0: none).",
+    )
+    log_level: str = Field("INFO", description="LOOPLINE_LOG_LEVEL: logging level.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``LOOPLINE_*`` variables (``os.environ`` by default), rejecting unknown ones."""
+        env = os.environ if environ is None else environ
+        known = {ENV_PREFIX + name.upper() for name in cls.model_fields}
+        unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+        if unknown:
+            msg = f"unknown environment variable {unknown[0]}; known: {', '.join(sorted(known))}"
+            raise ConfigError(msg)
+        values: dict[str, Any] = {
+            name: env[ENV_PREFIX + name.upper()]
+            for name in cls.model_fields
+            if ENV_PREFIX + name.upper() in env
+        }
+        values.update(overrides)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = str(err["loc"][0]) if err["loc"] else "?"
+            msg = f"{ENV_PREFIX}{name.upper()}: {err['msg']} (got {err.get('input')!r})"
+            raise ConfigError(msg) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: Any, init_settings: Any, *_: Any, **__: Any
+    ) -> tuple[Any, ...]:
+        # The environment is read once, by from_env, so that unknown names are caught.
+        return (init_settings,)
+
+    def topic(self, name: str) -> str:
+        """The full name of one of Loopline's topics."""
+        if name not in TOPICS:
+            raise ValueError(f"unknown topic {name!r}; topics are {TOPICS}")
+        return self.topic_prefix + name
+
+    def key(self, *parts: str) -> str:
+        """A Redis key in this deployment's namespace."""
+        return self.topic_prefix + ":".join(parts)
+
+    def load_spec(self) -> Spec:
+        return load_spec(self.spec)
+
+    def replace(self, **changes: Any) -> Settings:
+        return type(self).model_validate({**self.model_dump(), **changes})

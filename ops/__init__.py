@@ -1,0 +1,1 @@
+"""Operator tooling: CLI command implementations, Prometheus rules, runbooks."""

@@ -1,0 +1,1 @@
+"""Qualify, sign and push checkpoints into serving; ramp-ups and rollback."""

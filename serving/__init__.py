@@ -1,0 +1,1 @@
+"""The prediction service the pusher pushes to."""

@@ -1,0 +1,1 @@
+"""Stream workers: validate, dedup, impute, join delayed labels, keep features fresh."""

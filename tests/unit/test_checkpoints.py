@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from loopline.checkpoints import CheckpointStore, sign, signature_valid
+from loopline.contracts import CheckpointManifest
+from loopline.errors import CheckpointError
+
+KEY = b"test-key"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def manifest(checkpoint_id: str, minutes: int = 0) -> CheckpointManifest:
+    return CheckpointManifest(
+        checkpoint_id=checkpoint_id,
+        parent_id=None,
+        model_name="m",
+        spec_version=1,
+        schema_hash="h",
+        offsets={0: 10},
+        event_time_min=None,
+        event_time_max=None,
+        examples_seen=minutes,
+        examples_excluded=0,
+        excluded_windows=(),
+        metrics={"log_loss": 0.5},
+        blob_sha256="",
+        created_at=T0 + timedelta(minutes=minutes),
+        lineage="L1",
+    )
+
+
+def test_save_then_load_verifies(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, KEY)
+    saved = store.save(manifest("c1"), {"weights": [1, 2]})
+    assert signature_valid(saved, KEY)
+    loaded, model = store.load("c1")
+    assert loaded == saved
+    assert model == {"weights": [1, 2]}
+
+
+def test_signature_covers_every_field() -> None:
+    signed = sign(manifest("c1"), KEY)
+    assert not signature_valid(replace(signed, offsets={0: 11}), KEY)
+    assert not signature_valid(signed, b"other-key")
+    assert not signature_valid(replace(signed, signature=""), KEY)
+
+
+def test_corrupt_and_tampered_checkpoints_are_refused_and_skipped(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, KEY)
+    store.save(manifest("old", 0), "old-model")
+    store.save(manifest("corrupt", 1), "x")
+    store.save(manifest("tampered", 2), "y")
+    (tmp_path / "corrupt.model").write_bytes(b"garbage")
+    tampered = store.manifest("tampered")
+    (tmp_path / "tampered.json").write_bytes(replace(tampered, examples_seen=99).to_json())
+    with pytest.raises(CheckpointError, match="sha256"):
+        store.load("corrupt")
+    with pytest.raises(CheckpointError, match="signature"):
+        store.load("tampered")
+    latest = store.latest("m")
+    assert latest is not None
+    assert latest[0].checkpoint_id == "old"
+
+
+def test_prune_keeps_newest_and_protected(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, KEY)
+    for i in range(5):
+        store.save(manifest(f"c{i}", i), i)
+    assert sorted(store.prune("m", keep=2, protect=frozenset({"c0"}))) == ["c1", "c2"]
+    assert [m.checkpoint_id for m in store.manifests()] == ["c4", "c3", "c0"]
+
+
+def test_bad_ids_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="invalid checkpoint id"):
+        CheckpointStore(tmp_path, KEY).load("../etc/passwd")

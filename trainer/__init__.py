@@ -1,0 +1,1 @@
+"""Incremental training with a holdout, signed checkpoints and exact resume."""
