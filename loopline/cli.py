@@ -181,6 +181,17 @@ def spec_check(ctx: typer.Context) -> None:
     _table(rows, str(settings_of(ctx).spec))
 
 
+def _merge_operator_commands() -> None:
+    from ops import serving_commands, streams_commands, training_commands
+
+    for module in (streams_commands, training_commands, serving_commands):
+        if module.app.registered_commands or module.app.registered_groups:
+            app.add_typer(module.app)
+
+
+_merge_operator_commands()
+
+
 def main() -> None:
     try:
         app()

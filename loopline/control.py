@@ -1,0 +1,85 @@
+"""The control channel: operator and monitor commands on the ``control`` topic.
+
+Commands are keyed by scope (a model name, or ``*``), so one scope's commands stay in
+order. Workers read the topic from the beginning on start to rebuild their state
+(paused or not, anomalous windows, kill switch), then follow it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from loopline.contracts import Command, CommandKind, utcnow
+from loopline.errors import BrokerUnavailable, RecordError
+from loopline.kafka import consumer_config, producer_config
+from loopline.settings import Settings
+
+ALL_SCOPES = "*"
+
+
+def make_command(
+    kind: CommandKind,
+    scope: str = ALL_SCOPES,
+    *,
+    reason: str = "",
+    args: Mapping[str, Any] | None = None,
+    evidence: Mapping[str, Any] | None = None,
+    issued_by: str | None = None,
+) -> Command:
+    return Command(
+        command_id=os.urandom(8).hex(),
+        kind=kind,
+        scope=scope,
+        issued_at=utcnow(),
+        issued_by=issued_by or f"{getpass.getuser()}@{os.uname().nodename}",
+        reason=reason,
+        args=dict(args or {}),
+        evidence=dict(evidence or {}),
+    )
+
+
+def send(settings: Settings, command: Command, timeout: float = 10.0) -> Command:
+    """Publish one command and wait until the broker has it."""
+    producer = Producer(producer_config(settings))
+    producer.produce(settings.topic("control"), command.to_json(), command.scope.encode())
+    if producer.flush(timeout):
+        raise BrokerUnavailable(f"control command not acknowledged by {settings.kafka_bootstrap} within {timeout:g}s")
+    return command
+
+
+def read_all(settings: Settings, timeout: float = 10.0) -> list[Command]:
+    """Every command on the topic so far, in order per scope (bad records skipped)."""
+    topic = settings.topic("control")
+    consumer = Consumer(consumer_config(settings, group_id=f"{settings.topic_prefix}control-reader"))
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        ends = {}
+        for p in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        commands: list[Command] = []
+        while ends:
+            for msg in consumer.consume(1000, 1.0):
+                if msg.error() is not None:
+                    continue
+                partition, offset = msg.partition(), msg.offset()
+                try:
+                    commands.append(Command.from_json(msg.value() or b""))
+                except RecordError:
+                    pass
+                if partition in ends and offset is not None and offset + 1 >= ends[partition]:
+                    del ends[partition]
+        return sorted(commands, key=lambda c: c.issued_at)
+    finally:
+        consumer.close()
+
+
+def applies_to(command: Command, model_name: str) -> bool:
+    return command.scope in (ALL_SCOPES, model_name)

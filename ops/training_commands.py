@@ -1,0 +1,7 @@
+"""Operator commands for the training side of the loop; merged into the ``loopline`` command."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer()

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from loopline.contracts import CommandKind
+from loopline.control import applies_to, make_command, read_all, send
+from loopline.settings import Settings
+
+
+def test_commands_round_trip_through_the_topic(settings: Settings) -> None:
+    assert read_all(settings) == []
+    pause = send(settings, make_command(CommandKind.PAUSE, "shop", reason="maintenance"))
+    mark = send(
+        settings,
+        make_command(CommandKind.MARK_ANOMALOUS, args={"start": "2026-01-01T00:00:00+00:00", "end": "2026-01-02T00:00:00+00:00"}),
+    )
+    commands = read_all(settings)
+    assert commands == [pause, mark]
+    assert applies_to(pause, "shop")
+    assert not applies_to(pause, "other")
+    assert applies_to(mark, "other")
