@@ -182,9 +182,9 @@ def spec_check(ctx: typer.Context) -> None:
 
 
 def _merge_operator_commands() -> None:
-    from ops import serving_commands, streams_commands, training_commands
+    from ops import demo_commands, serving_commands, streams_commands, training_commands
 
-    for module in (streams_commands, training_commands, serving_commands):
+    for module in (demo_commands, streams_commands, training_commands, serving_commands):
         if module.app.registered_commands or module.app.registered_groups:
             app.add_typer(module.app)
 

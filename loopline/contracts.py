@@ -243,6 +243,7 @@ class CommandKind(StrEnum):
     ABORT_RAMP = "abort_ramp"
     KILL_SWITCH_ON = "kill_switch_on"
     KILL_SWITCH_OFF = "kill_switch_off"
+    REPLAY = "replay"
 
 
 @dataclass(frozen=True, slots=True)

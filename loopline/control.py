@@ -7,6 +7,7 @@ order. Workers read the topic from the beginning on start to rebuild their state
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from loopline.contracts import Command, CommandKind, utcnow
 from loopline.errors import BrokerUnavailable, RecordError
-from loopline.kafka import consumer_config, producer_config
+from loopline.kafka import consumer_config, end_offsets, producer_config
 from loopline.settings import Settings
 
 ALL_SCOPES = "*"
@@ -48,21 +49,20 @@ def send(settings: Settings, command: Command, timeout: float = 10.0) -> Command
     producer = Producer(producer_config(settings))
     producer.produce(settings.topic("control"), command.to_json(), command.scope.encode())
     if producer.flush(timeout):
-        raise BrokerUnavailable(f"control command not acknowledged by {settings.kafka_bootstrap} within {timeout:g}s")
+        raise BrokerUnavailable(
+            f"control command not acknowledged by {settings.kafka_bootstrap} within {timeout:g}s"
+        )
     return command
 
 
 def read_all(settings: Settings, timeout: float = 10.0) -> list[Command]:
     """Every command on the topic so far, in order per scope (bad records skipped)."""
     topic = settings.topic("control")
-    consumer = Consumer(consumer_config(settings, group_id=f"{settings.topic_prefix}control-reader"))
+    consumer = Consumer(
+        consumer_config(settings, group_id=f"{settings.topic_prefix}control-reader")
+    )
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
-        ends = {}
-        for p in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            if high > low:
-                ends[p] = high
+        ends = {p: end for p, end in end_offsets(consumer, topic, timeout).items() if end > 0}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
         commands: list[Command] = []
         while ends:
@@ -70,10 +70,8 @@ def read_all(settings: Settings, timeout: float = 10.0) -> list[Command]:
                 if msg.error() is not None:
                     continue
                 partition, offset = msg.partition(), msg.offset()
-                try:
+                with contextlib.suppress(RecordError):  # not ours to judge: skip, keep reading
                     commands.append(Command.from_json(msg.value() or b""))
-                except RecordError:
-                    pass
                 if partition in ends and offset is not None and offset + 1 >= ends[partition]:
                     del ends[partition]
         return sorted(commands, key=lambda c: c.issued_at)

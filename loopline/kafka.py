@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from loopline.errors import BrokerUnavailable
@@ -104,12 +104,41 @@ def wait_for_broker(bootstrap: str, timeout: float = 10.0) -> None:
         ) from None
 
 
+def end_offsets(consumer: Consumer, topic: str, timeout: float = 10.0) -> dict[int, int]:
+    """The next offset to be written, per partition of ``topic``.
+
+    Not simply the high watermark: some Kafka-protocol brokers (the embedded Tansu)
+    report it as the last *batch's* base offset + 1. Reading from there to the end of
+    that batch gives the true end on any broker. The consumer's assignment is replaced.
+    """
+    partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+    ends: dict[int, int] = {}
+    probe = []
+    for partition in partitions:
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=timeout
+        )
+        ends[partition] = max(high, 0)
+        if high > max(low, 0):
+            probe.append(TopicPartition(topic, partition, high - 1))
+    if probe:
+        consumer.assign(probe)
+        quiet = 0
+        while quiet < 2:
+            messages = consumer.consume(10_000, 0.3)
+            quiet = 0 if messages else quiet + 1
+            for msg in messages:
+                offset = msg.offset()
+                if msg.error() is None and offset is not None:
+                    ends[msg.partition() or 0] = max(ends[msg.partition() or 0], offset + 1)
+        consumer.unassign()
+    return ends
+
+
 def topic_sizes(
     settings: Settings, names: tuple[str, ...] = TOPICS, timeout: float = 10.0
 ) -> dict[str, int]:
-    """Records currently held per topic (high minus low watermark, summed over partitions)."""
-    from confluent_kafka import Consumer, TopicPartition
-
+    """Records currently held per topic, summed over partitions."""
     consumer = Consumer(consumer_config(settings, group_id=f"{settings.topic_prefix}inspect"))
     try:
         metadata = consumer.list_topics(timeout=timeout)
@@ -118,13 +147,14 @@ def topic_sizes(
             topic = settings.topic(name)
             if topic not in metadata.topics:
                 continue
-            total = 0
-            for partition in metadata.topics[topic].partitions:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=timeout
+            ends = end_offsets(consumer, topic, timeout)
+            starts = {
+                p: max(
+                    consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[0], 0
                 )
-                total += max(0, high - max(low, 0))
-            sizes[name] = total
+                for p in ends
+            }
+            sizes[name] = sum(max(0, ends[p] - starts[p]) for p in ends)
         return sizes
     except KafkaException as exc:
         raise BrokerUnavailable(

@@ -1,8 +1,8 @@
-"""The Publisher: how apps put events and, later, their labels on Kafka.
+"""The Publisher: how apps put events and, later, their labels on Kafka::
 
->>> with Publisher(settings) as pub:                                   # doctest: +SKIP
-...     event_id = pub.event("user-42", {"price": 12.0, "hour": 9, "device": "mobile"})
-...     pub.label(event_id, "user-42", 1)
+    with Publisher(settings) as pub:
+        event_id = pub.event("user-42", {"price": 12.0, "hour": 9, "device": "mobile"})
+        pub.label(event_id, "user-42", 1)
 
 Records are validated against the spec before they leave the app (a bad one raises
 :class:`~loopline.errors.RecordError` right there), keyed by entity so a label lands

@@ -10,7 +10,10 @@ def test_commands_round_trip_through_the_topic(settings: Settings) -> None:
     pause = send(settings, make_command(CommandKind.PAUSE, "shop", reason="maintenance"))
     mark = send(
         settings,
-        make_command(CommandKind.MARK_ANOMALOUS, args={"start": "2026-01-01T00:00:00+00:00", "end": "2026-01-02T00:00:00+00:00"}),
+        make_command(
+            CommandKind.MARK_ANOMALOUS,
+            args={"start": "2026-01-01T00:00:00+00:00", "end": "2026-01-02T00:00:00+00:00"},
+        ),
     )
     commands = read_all(settings)
     assert commands == [pause, mark]

@@ -1,0 +1,217 @@
+"""The yarn shop's traffic: impressions, delayed clicks, drift, bad records, a bot burst.
+
+Shoppers see products and sometimes click within seconds. Their tastes drift (alpaca
+grows fashionable over the run), some clicks arrive after the label horizon, a share
+of records are broken the ways real apps break them, and for a while bots flood the
+shop with impressions that never click: every part of the loop has something to do.
+
+>>> shop = YarnShop(seed=1)
+>>> imp = shop.impression(progress=0.0)
+>>> sorted(imp.features) == sorted(["price", "category", "hour", "device", "recent_views", "discount"])
+True
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from confluent_kafka import Producer
+
+from loopline.contracts import FeatureValue
+from loopline.errors import RecordError
+from loopline.kafka import producer_config
+from loopline.publisher import Publisher
+from loopline.settings import Settings
+
+CATEGORIES = ("wool", "cotton", "alpaca", "mohair", "silk", "acrylic", "blend")
+DEVICES = ("mobile", "desktop", "tablet")
+BASE_APPEAL = {
+    "wool": 0.3,
+    "cotton": 0.0,
+    "alpaca": -0.4,
+    "mohair": 0.1,
+    "silk": 0.4,
+    "acrylic": -0.6,
+    "blend": -0.2,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Impression:
+    entity_id: str
+    features: dict[str, FeatureValue]
+    click_probability: float
+    clicked: bool
+    label_delay: float  # seconds from impression to click
+
+
+@dataclass
+class Shopper:
+    favourite: str
+    device: str
+    views: int = 0
+
+
+class YarnShop:
+    """Deterministic for a seed. ``progress`` in [0, 1] drives the drift."""
+
+    def __init__(self, seed: int = 7, shoppers: int = 2000) -> None:
+        self.rng = random.Random(seed)
+        self.shoppers = [
+            Shopper(self.rng.choice(CATEGORIES), self.rng.choices(DEVICES, (6, 3, 1))[0])
+            for _ in range(shoppers)
+        ]
+
+    def impression(self, progress: float, bot: bool = False) -> Impression:
+        rng = self.rng
+        index = rng.randrange(25) if bot else rng.randrange(len(self.shoppers))
+        shopper = self.shoppers[index]
+        category = shopper.favourite if rng.random() < 0.3 else rng.choice(CATEGORIES)
+        price = round(math.exp(rng.gauss(3.0, 0.6)), 2)
+        price = min(max(price, 0.5), 500.0)
+        hour = datetime.now(UTC).hour
+        shopper.views = 0 if rng.random() < 0.1 else shopper.views + 1
+        discount = rng.random() < 0.15
+        appeal = BASE_APPEAL[category] + (1.6 * progress if category == "alpaca" else 0.0)
+        logit = (
+            -3.0
+            + appeal
+            + (0.9 if category == shopper.favourite else 0.0)
+            - 0.5 * math.log(price / 20)
+            + (0.3 if shopper.device == "desktop" else 0.0)
+            + (0.6 if discount else 0.0)
+            + 0.04 * min(shopper.views, 20)
+        )
+        probability = 0.0 if bot else 1 / (1 + math.exp(-logit))
+        features: dict[str, FeatureValue] = {
+            "price": price,
+            "category": category,
+            "hour": hour,
+            "device": shopper.device,
+            "recent_views": min(shopper.views, 10_000),
+            "discount": discount,
+        }
+        if rng.random() < 0.05:  # apps do not always know the category
+            del features["category"]
+        clicked = rng.random() < probability
+        delay = rng.expovariate(1 / 8.0) if clicked else 0.0
+        entity = f"bot-{index}" if bot else f"user-{index}"
+        return Impression(entity, features, probability, clicked, delay)
+
+
+def broken_record(rng: random.Random, now: datetime) -> bytes:
+    """One of the ways apps break records, as raw bytes on the wire."""
+    good: dict[str, Any] = {
+        "event_id": f"bad-{rng.getrandbits(64):016x}",
+        "entity_id": f"user-{rng.randrange(2000)}",
+        "ts": now.isoformat(),
+        "features": {"price": 12.0, "hour": now.hour, "device": "mobile"},
+        "source": "legacy-app",
+        "schema_version": 1,
+    }
+    kind = rng.randrange(6)
+    if kind == 0:
+        return b'{"event_id": "broken", "features": {'
+    if kind == 1:
+        good["features"]["price"] = -4.0
+    elif kind == 2:
+        good["features"]["colour"] = "red"
+    elif kind == 3:
+        good["ts"] = (now + timedelta(hours=3)).isoformat()
+    elif kind == 4:
+        del good["entity_id"]
+    else:
+        good["features"]["price"] = "twelve"
+    return orjson.dumps(good)
+
+
+@dataclass
+class TrafficReport:
+    events: int = 0
+    clicks: int = 0
+    late_clicks: int = 0
+    broken: int = 0
+    bot_events: int = 0
+    rejected_by_sdk: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "events published": self.events,
+            "clicks published": self.clicks,
+            "clicks after the horizon": self.late_clicks,
+            "broken records (bypassing the SDK)": self.broken,
+            "bot impressions": self.bot_events,
+        }
+
+
+def run_traffic(
+    settings: Settings,
+    *,
+    seconds: float,
+    rate: float,
+    broken_share: float = 0.02,
+    late_share: float = 0.03,
+    bot_window: tuple[float, float] | None = (0.55, 0.7),
+    bot_multiplier: float = 4.0,
+    seed: int = 7,
+    on_tick: Callable[[TrafficReport, float], None] | None = None,
+) -> TrafficReport:
+    """Publish the shop's traffic in real time for ``seconds`` at ``rate`` events/s."""
+    shop = YarnShop(seed)
+    rng = random.Random(seed + 1)
+    report = TrafficReport()
+    horizon = settings.load_spec().label.horizon_seconds
+    raw = Producer(producer_config(settings))
+    pending: list[tuple[float, str, str]] = []  # (due, event_id, entity_id) clicks to publish
+    start = time.monotonic()
+    next_tick = start + 1.0
+    with Publisher(settings, source="yarn-shop") as pub:
+        sent = 0
+        while (elapsed := time.monotonic() - start) < seconds:
+            progress = elapsed / seconds
+            bursting = bot_window is not None and bot_window[0] <= progress < bot_window[1]
+            target = rate * elapsed * (1 + (bot_multiplier if bursting else 0))
+            while sent < target:
+                sent += 1
+                now = datetime.now(UTC)
+                if rng.random() < broken_share:
+                    raw.produce(settings.topic("events"), broken_record(rng, now), b"user-0")
+                    report.broken += 1
+                    continue
+                bot = bursting and rng.random() < bot_multiplier / (1 + bot_multiplier)
+                imp = shop.impression(progress, bot=bot)
+                try:
+                    event_id = pub.event(imp.entity_id, imp.features)
+                except RecordError as exc:
+                    report.rejected_by_sdk[exc.reason.value] += 1
+                    continue
+                report.events += 1
+                report.bot_events += bot
+                if imp.clicked:
+                    delay = (
+                        horizon * rng.uniform(1.1, 1.5)
+                        if rng.random() < late_share
+                        else imp.label_delay
+                    )
+                    report.late_clicks += delay > horizon
+                    heapq.heappush(pending, (time.monotonic() + delay, event_id, imp.entity_id))
+            while pending and pending[0][0] <= time.monotonic():
+                _, event_id, entity_id = heapq.heappop(pending)
+                pub.label(event_id, entity_id, 1)
+                report.clicks += 1
+            raw.poll(0)
+            if on_tick is not None and time.monotonic() >= next_tick:
+                on_tick(report, elapsed)
+                next_tick += 1.0
+            time.sleep(0.005)
+    raw.flush(settings.publish_timeout_seconds)
+    return report
