@@ -14,19 +14,36 @@ import logging
 import os
 import pickle
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from loopline.contracts import CheckpointManifest
+from loopline.contracts import CheckpointManifest, Window
 from loopline.errors import CheckpointError, RecordError
 
 log = logging.getLogger(__name__)
 
 
+def _utc(ts: datetime | None) -> datetime | None:
+    return None if ts is None else ts.astimezone(UTC)
+
+
 def _canonical(manifest: CheckpointManifest) -> bytes:
-    unsigned = replace(manifest, signature="")
+    # Signed as it reads back from the wire (float metrics, UTC times), so a manifest
+    # built with int metrics or another UTC offset still verifies after a round trip.
+    unsigned = replace(
+        manifest,
+        signature="",
+        metrics={k: None if v is None else float(v) for k, v in manifest.metrics.items()},
+        created_at=manifest.created_at.astimezone(UTC),
+        event_time_min=_utc(manifest.event_time_min),
+        event_time_max=_utc(manifest.event_time_max),
+        excluded_windows=tuple(
+            Window(w.start.astimezone(UTC), w.end.astimezone(UTC)) for w in manifest.excluded_windows
+        ),
+    )
     return orjson.dumps(unsigned, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
 
 

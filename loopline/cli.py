@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from loopline.cli_settings import settings_of
 from loopline.errors import LooplineError, RecordError
 from loopline.settings import Settings
 
@@ -31,12 +32,6 @@ class Worker(StrEnum):
     trainer = "trainer"
     pusher = "pusher"
     serving = "serving"
-
-
-def settings_of(ctx: typer.Context) -> Settings:
-    settings = ctx.find_root().obj
-    assert isinstance(settings, Settings)
-    return settings
 
 
 @app.callback()

@@ -14,18 +14,26 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
+from loopline.contracts import CommandKind
+from loopline.control import make_command, read_all, send
 from loopline.devstack import LocalStack
 from loopline.kafka import topic_sizes
 from loopline.settings import Settings
 from ops.simulator import TrafficReport, run_traffic
 
 WORKERS = ("streams", "trainer", "pusher", "serving")
+BOT_WINDOW = (
+    0.6,
+    0.75,
+)  # share of the run during which bots flood the shop (after the monitor warms up)
+OPERATOR = "demo-operator"
 
 
 def installed_workers() -> list[str]:
@@ -87,6 +95,61 @@ def _ask_serving(client: httpx.Client, url: str) -> str:
     return f"p(click)={body.get('score', 0):.3f} from {source}"
 
 
+class Operator:
+    """What an on-call engineer does during the demo: read the monitor's auto-pause,
+    fence off the bot burst once it is over, and resume training."""
+
+    def __init__(
+        self, settings: Settings, burst: tuple[datetime, datetime], console: Console
+    ) -> None:
+        self.settings, self.burst, self.console = settings, burst, console
+        self.seen: set[str] = set()
+        self.paused_by_monitor = False
+        self.fenced = False
+
+    def look(self) -> None:
+        for command in read_all(self.settings):
+            if command.command_id in self.seen:
+                continue
+            self.seen.add(command.command_id)
+            if command.kind is CommandKind.PAUSE and command.issued_by != OPERATOR:
+                breaches = ", ".join(
+                    b.get("check", "?") for b in command.evidence.get("breaches", [])
+                )
+                self.console.print(
+                    f"[yellow]auto-pause by {command.issued_by}: {breaches or command.reason}[/yellow]"
+                )
+                if self.fenced:  # the burst's own labels arrive a horizon later: known, fenced
+                    self._resume("after-effect of the fenced bot burst")
+                else:
+                    self.paused_by_monitor = True
+        now = datetime.now(UTC)
+        burst_over = now > self.burst[1] + timedelta(seconds=5)
+        if (
+            self.fenced
+            or not burst_over
+            or (not self.paused_by_monitor and now < self.burst[1] + timedelta(seconds=30))
+        ):
+            return
+        start, end = self.burst[0] - timedelta(seconds=5), self.burst[1] + timedelta(seconds=5)
+        args = {"start": start.isoformat(), "end": end.isoformat()}
+        send(
+            self.settings,
+            make_command(
+                CommandKind.MARK_ANOMALOUS, reason="bot burst", issued_by=OPERATOR, args=args
+            ),
+        )
+        self.fenced = True
+        self.console.print(
+            f"[cyan]operator: marked {start:%H:%M:%S}-{end:%H:%M:%S} anomalous (bot burst)[/cyan]"
+        )
+        self._resume("bot burst fenced off")
+
+    def _resume(self, reason: str) -> None:
+        send(self.settings, make_command(CommandKind.RESUME, reason=reason, issued_by=OPERATOR))
+        self.console.print(f"[cyan]operator: resumed training ({reason})[/cyan]")
+
+
 def run_demo(settings: Settings, seconds: float, rate: float, console: Console) -> None:
     console.rule("[bold]Loopline demo: the yarn shop")
     for name, state in LocalStack(settings).up().items():
@@ -97,10 +160,20 @@ def run_demo(settings: Settings, seconds: float, rate: float, console: Console) 
     url = f"http://{settings.serving_host}:{settings.serving_port}/predict"
     with running_workers(settings, workers, logs) as procs, httpx.Client(timeout=2.0) as client:
         time.sleep(2.0)
+        started = datetime.now(UTC)
+        burst = (
+            started + timedelta(seconds=seconds * BOT_WINDOW[0]),
+            started + timedelta(seconds=seconds * BOT_WINDOW[1]),
+        )
+        console.print(
+            f"traffic for {seconds:g}s at {rate:g}/s; bots from {burst[0]:%H:%M:%S} to {burst[1]:%H:%M:%S}"
+        )
+        operator = Operator(settings, burst, console)
 
         def tick(report: TrafficReport, elapsed: float) -> None:
             if int(elapsed) % 5:
                 return
+            operator.look()
             dead = [w for w, p in procs.items() if p.poll() is not None]
             serving = _ask_serving(client, url) if "serving" in workers else "serving not installed"
             console.print(
@@ -109,10 +182,15 @@ def run_demo(settings: Settings, seconds: float, rate: float, console: Console) 
                 + (f"  [red]stopped: {', '.join(dead)} (see {logs})[/red]" if dead else "")
             )
 
-        report = run_traffic(settings, seconds=seconds, rate=rate, on_tick=tick)
+        report = run_traffic(
+            settings, seconds=seconds, rate=rate, bot_window=BOT_WINDOW, on_tick=tick
+        )
         horizon = settings.load_spec().label.horizon_seconds
-        console.print(f"traffic done; waiting {horizon:g}s for the label horizon to pass")
-        time.sleep(min(horizon + 5, 90))
+        console.print(f"traffic done; waiting {horizon:g}s for the last labels' horizon")
+        deadline = time.monotonic() + min(horizon + 10, 120)
+        while time.monotonic() < deadline:
+            operator.look()
+            time.sleep(5)
         final = _ask_serving(client, url) if "serving" in workers else "serving not installed"
     table = Table(title="what the loop did", show_header=False)
     for key, value in report.as_dict().items():

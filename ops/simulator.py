@@ -161,7 +161,7 @@ def run_traffic(
     broken_share: float = 0.02,
     late_share: float = 0.03,
     bot_window: tuple[float, float] | None = (0.55, 0.7),
-    bot_multiplier: float = 4.0,
+    bot_multiplier: float = 5.0,
     seed: int = 7,
     on_tick: Callable[[TrafficReport, float], None] | None = None,
 ) -> TrafficReport:
@@ -174,20 +174,25 @@ def run_traffic(
     pending: list[tuple[float, str, str]] = []  # (due, event_id, entity_id) clicks to publish
     start = time.monotonic()
     next_tick = start + 1.0
+    burst_start, burst_end = (
+        (bot_window[0] * seconds, bot_window[1] * seconds) if bot_window else (0.0, 0.0)
+    )
     with Publisher(settings, source="yarn-shop") as pub:
-        sent = 0
+        sent = bots_sent = 0
         while (elapsed := time.monotonic() - start) < seconds:
             progress = elapsed / seconds
-            bursting = bot_window is not None and bot_window[0] <= progress < bot_window[1]
-            target = rate * elapsed * (1 + (bot_multiplier if bursting else 0))
-            while sent < target:
-                sent += 1
+            bot_target = rate * bot_multiplier * max(0.0, min(elapsed, burst_end) - burst_start)
+            while sent < rate * elapsed or bots_sent < bot_target:
+                bot = bots_sent < bot_target and (sent >= rate * elapsed or rng.random() < 0.5)
+                if bot:
+                    bots_sent += 1
+                else:
+                    sent += 1
                 now = datetime.now(UTC)
-                if rng.random() < broken_share:
+                if not bot and rng.random() < broken_share:
                     raw.produce(settings.topic("events"), broken_record(rng, now), b"user-0")
                     report.broken += 1
                     continue
-                bot = bursting and rng.random() < bot_multiplier / (1 + bot_multiplier)
                 imp = shop.impression(progress, bot=bot)
                 try:
                     event_id = pub.event(imp.entity_id, imp.features)

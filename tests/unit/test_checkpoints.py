@@ -78,3 +78,17 @@ def test_prune_keeps_newest_and_protected(tmp_path: Path) -> None:
 def test_bad_ids_are_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="invalid checkpoint id"):
         CheckpointStore(tmp_path, KEY).load("../etc/passwd")
+
+
+def test_signature_survives_the_wire_whatever_the_number_and_offset_types(tmp_path: Path) -> None:
+    from datetime import timezone
+
+    paris = timezone(timedelta(hours=1))
+    loose = replace(
+        manifest("c1"), metrics={"log_loss": 1}, created_at=datetime(2026, 1, 1, 1, tzinfo=paris)
+    )
+    store = CheckpointStore(tmp_path, KEY)
+    store.save(loose, "model")
+    loaded, _ = store.load("c1")
+    assert loaded.metrics == {"log_loss": 1.0}
+    assert loaded.created_at == T0

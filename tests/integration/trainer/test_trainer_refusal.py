@@ -1,0 +1,84 @@
+"""Corrupt and tampered checkpoints are refused loudly, never unpickled; the trainer
+resumes from the newest good one and still ends exactly where one run would."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from loopline.settings import Settings
+from loopline.spec import DEFAULT_SPEC, Spec, load_spec
+from tests.integration.trainer.trainer_support import (
+    predictions,
+    publish,
+    reference,
+    step_until,
+    store_of,
+)
+from tests.unit.trainer.trainer_data import make_examples
+from trainer.core import Trainer
+
+
+class Booby:
+    """Unpickling this creates a file: proof that a blob was (or was not) unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture
+def spec() -> Spec:
+    base = load_spec(DEFAULT_SPEC)
+    training = base.training.model_copy(update={"snapshot_every_examples": 100})
+    return base.model_copy(update={"training": training})
+
+
+def test_corrupt_and_tampered_checkpoints_are_refused(
+    settings: Settings, spec: Spec, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    examples = make_examples(spec, 900)
+    publish(settings, examples[:600], partition=0)
+    first = Trainer(settings, spec, batch_size=100)
+    first.start()
+    try:
+        step_until(first, lambda: first.position.get(0) == 600, 60, "600 examples")
+        first.checkpoint()
+    finally:
+        first.close()
+    store = store_of(settings)
+    good, tampered, corrupt = store.manifests(spec.name)[2::-1]
+    marker = tmp_path / "unpickled"
+    blob = pickle.dumps(Booby(marker))
+    (settings.checkpoint_dir / f"{corrupt.checkpoint_id}.model").write_bytes(blob)
+    forged = replace(tampered, examples_seen=tampered.examples_seen + 1)
+    (settings.checkpoint_dir / f"{tampered.checkpoint_id}.json").write_bytes(forged.to_json())
+
+    publish(settings, examples[600:], partition=0)
+    second = Trainer(settings, spec, batch_size=100)
+    with caplog.at_level(logging.ERROR, logger="trainer.checkpointer"):
+        second.start()
+    try:
+        assert second.parent == good
+        assert second.position == good.offsets
+        refused = [
+            r.getMessage() for r in caplog.records if "refusing checkpoint" in r.getMessage()
+        ]
+        assert any(corrupt.checkpoint_id in m and "sha256" in m for m in refused)
+        assert any(tampered.checkpoint_id in m and "signature" in m for m in refused)
+        assert not marker.exists()
+        step_until(second, lambda: second.position.get(0) == 900, 60, "the rest")
+        manifest = second.checkpoint() or second.parent
+    finally:
+        second.close()
+    assert manifest is not None and manifest.lineage == good.lineage
+    _, model = store.load(manifest.checkpoint_id)
+    probe = make_examples(spec, 50, seed=9)
+    assert predictions(spec, model, probe) == predictions(spec, reference(spec, examples), probe)
+    assert not marker.exists()

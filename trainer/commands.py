@@ -1,0 +1,75 @@
+"""The trainer's view of the control channel: everything so far on start, then new ones.
+
+The follower starts at the watermarks taken before the full read, so nothing falls in
+between; commands seen twice are dropped by ``command_id``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from loopline.contracts import Command
+from loopline.control import applies_to, read_all
+from loopline.errors import BrokerUnavailable, RecordError
+from loopline.kafka import consumer_config
+from loopline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ControlFeed:
+    """Commands for one model, in order."""
+
+    def __init__(self, settings: Settings, model_name: str) -> None:
+        self.settings = settings
+        self.model_name = model_name
+        self._seen: set[str] = set()
+        self._consumer = Consumer(
+            consumer_config(settings, group_id=f"{settings.topic_prefix}{model_name}.control")
+        )
+
+    def catch_up(self, timeout: float = 10.0) -> list[Command]:
+        """Every command on the topic so far that applies to this model."""
+        topic = self.settings.topic("control")
+        try:
+            metadata = self._consumer.list_topics(topic, timeout=timeout).topics[topic]
+            starts = []
+            for p in metadata.partitions:
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=timeout
+                )
+                starts.append(TopicPartition(topic, p, max(high - 1, 0)))
+        except KafkaException as exc:
+            raise BrokerUnavailable(
+                f"cannot read {topic} from {self.settings.kafka_bootstrap}: {exc}"
+            ) from None
+        commands = read_all(self.settings, timeout)
+        self._consumer.assign(starts)
+        return self._fresh(commands)
+
+    def poll(self) -> list[Command]:
+        """Commands that arrived since the last call (does not block)."""
+        commands = []
+        for msg in self._consumer.consume(100, 0):
+            if msg.error() is not None:
+                continue
+            try:
+                commands.append(Command.from_json(msg.value() or b""))
+            except RecordError as exc:
+                log.warning("bad control record at offset %s: %s", msg.offset(), exc)
+        return self._fresh(sorted(commands, key=lambda c: c.issued_at))
+
+    def _fresh(self, commands: list[Command]) -> list[Command]:
+        fresh = []
+        for command in commands:
+            if command.command_id in self._seen:
+                continue
+            self._seen.add(command.command_id)
+            if applies_to(command, self.model_name):
+                fresh.append(command)
+        return fresh
+
+    def close(self) -> None:
+        self._consumer.close()

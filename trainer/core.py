@@ -1,0 +1,310 @@
+"""The trainer: consume ``examples``, learn test-then-train, checkpoint, obey ``control``.
+
+Drive it in-process with ``start()``, ``step()`` as often as you like, ``close()``;
+``trainer.main.run`` does exactly that in a process. State lives in memory between
+checkpoints and only a checkpoint makes it durable: position (next offset per
+partition), model, metrics, lineage. On start the newest verified checkpoint is
+restored and the consumer seeks to its offsets, whatever the group committed, so a
+crash anywhere neither relearns nor skips an example.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from loopline.contracts import CheckpointManifest, Command, CommandKind, Window, parse_ts
+from loopline.errors import CheckpointError, RecordError, SpecError
+from loopline.kafka import consumer_config, producer_config
+from loopline.settings import Settings
+from loopline.spec import Spec
+from trainer.batch import fetch, learn_batch
+from trainer.checkpointer import Checkpointer, new_lineage, replay_lineage
+from trainer.commands import ControlFeed
+from trainer.exporter import Exporter
+from trainer.learner import Learner
+from trainer.metrics import check_names
+from trainer.replay import replay
+from trainer.windows import ExcludedWindows
+
+log = logging.getLogger(__name__)
+
+# A long replay must not cost the trainer its place in the group.
+MAX_POLL_INTERVAL_MS = 30 * 60 * 1000
+
+
+class Trainer:
+    """One model's incremental trainer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        spec: Spec | None = None,
+        *,
+        batch_size: int = 2000,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.spec = spec or settings.load_spec()
+        try:
+            check_names(self.spec.training.metrics, self.spec.label.kind)
+        except ValueError as exc:
+            raise SpecError(settings.spec, "training.metrics", str(exc)) from None
+        self.topic = settings.topic("examples")
+        self.batch_size = batch_size
+        self.exporter = Exporter(self.spec.name, registry)
+        self.windows = ExcludedWindows()
+        self.paused = False
+        self.position: dict[int, int] = {}
+        self.parent: CheckpointManifest | None = None
+        self.lineage = new_lineage()
+        self.learner = Learner(self.spec, None, self.windows)
+        self._producer = Producer(producer_config(settings))
+        self.checkpointer = Checkpointer(settings, self.spec, self._producer)
+        self._feed = ControlFeed(settings, self.spec.name)
+        self._consumer: Consumer | None = None
+        self._assigned: list[TopicPartition] = []
+        self._committed: dict[int, int] = {}
+        self._since_checkpoint = 0
+        self._dirty = False
+        self._last_checkpoint = time.monotonic()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Rebuild control state, restore the newest good checkpoint, join the group."""
+        replays: list[Command] = []
+        for command in self._feed.catch_up():
+            if command.kind is CommandKind.REPLAY:
+                replays.append(command)
+            else:
+                self._apply(command)
+        restored = self.checkpointer.restore(self.windows)
+        if restored is None:
+            self.learner = Learner(self.spec, self.spec.build_model(), self.windows)
+            log.info("no checkpoint of %s: fresh model, lineage %s", self.spec.name, self.lineage)
+        else:
+            self.learner = restored.learner
+            self.parent = restored.manifest
+            self.lineage = restored.manifest.lineage
+            self.position = dict(restored.manifest.offsets)
+            log.info(
+                "resumed %s from %s at %s",
+                self.spec.name,
+                restored.manifest.checkpoint_id,
+                self.position,
+            )
+            self.checkpointer.announce(restored.manifest)
+        if replays and self._replay_pending(replays[-1]):
+            self._replay(replays[-1])
+        config = consumer_config(
+            self.settings,
+            group_id=f"{self.settings.topic_prefix}trainer.{self.spec.name}",
+            **{"max.poll.interval.ms": MAX_POLL_INTERVAL_MS},
+        )
+        self._consumer = Consumer(config)
+        self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.exporter.state(self.paused, len(tuple(self.windows)))
+
+    def step(self, timeout: float = 0.5) -> int:
+        """Apply new commands, learn one batch, checkpoint if due; return records handled."""
+        assert self._consumer is not None, "call start() first"
+        for command in self._feed.poll():
+            self._apply(command)
+        messages = fetch(self._consumer, self.batch_size, timeout)
+        handled = 0
+        if self.paused:
+            self._rewind(messages)
+        elif messages:
+            handled = learn_batch(self.learner, messages, self.position)
+            self._since_checkpoint += handled
+            self._dirty = self._dirty or handled > 0
+            self.exporter.counts(self.learner.counts)
+        self._maybe_checkpoint()
+        return handled
+
+    def close(self) -> None:
+        """Checkpoint what is unsaved, leave the group, release clients."""
+        try:
+            if self._consumer is not None:
+                self.checkpoint()
+        finally:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
+            self._feed.close()
+            self._producer.flush(10)
+            self.checkpointer.close()
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def _maybe_checkpoint(self) -> None:
+        training = self.spec.training
+        due = self._since_checkpoint >= training.snapshot_every_examples or (
+            time.monotonic() - self._last_checkpoint >= training.snapshot_every_seconds
+        )
+        if due and self._dirty:
+            self.checkpoint()
+
+    def checkpoint(self) -> CheckpointManifest | None:
+        """Save -> commit offsets -> announce -> prune. None if nothing changed."""
+        if not self._dirty:
+            return None
+        manifest = self.checkpointer.save(self.learner, self.position, self.parent, self.lineage)
+        self._commit(manifest.offsets)
+        self.checkpointer.announce(manifest)
+        self.checkpointer.prune(manifest.checkpoint_id)
+        self.parent = manifest
+        self._since_checkpoint = 0
+        self._dirty = False
+        self._last_checkpoint = time.monotonic()
+        self.exporter.checkpoint(manifest, self.learner.metrics)
+        return manifest
+
+    def _commit(self, offsets: dict[int, int]) -> None:
+        """Commit the checkpoint's offsets for our partitions, never moving one backwards."""
+        if self._consumer is None:
+            return
+        assigned = {tp.partition for tp in self._assigned}
+        unknown = [TopicPartition(self.topic, p) for p in assigned if p not in self._committed]
+        try:
+            if unknown:
+                for tp in self._consumer.committed(unknown, timeout=10):
+                    self._committed[tp.partition] = tp.offset
+            commits = []
+            for partition, offset in offsets.items():
+                if partition not in assigned or offset == self._committed.get(partition):
+                    continue
+                if offset < self._committed.get(partition, -1):
+                    log.warning(
+                        "not committing partition %d back from %d to %d",
+                        partition,
+                        self._committed[partition],
+                        offset,
+                    )
+                    continue
+                commits.append(TopicPartition(self.topic, partition, offset))
+            if commits:
+                self._consumer.commit(offsets=commits, asynchronous=False)
+                self._committed.update({tp.partition: tp.offset for tp in commits})
+        except KafkaException as exc:
+            log.warning("offset commit failed (the checkpoint holds the position): %s", exc)
+
+    # -- consumer group ----------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            tp.offset = self.position.get(tp.partition, OFFSET_BEGINNING)
+        consumer.assign(partitions)
+        if self.paused:
+            consumer.pause(partitions)
+        self._assigned = list(partitions)
+        log.info("assigned %s", {tp.partition: tp.offset for tp in partitions})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned = []
+        self._committed.clear()
+        log.info("revoked %s", [tp.partition for tp in partitions])
+
+    def _rewind(self, messages: list[Any]) -> None:
+        """Paused: a record that still arrives is put back, never learned nor skipped."""
+        assert self._consumer is not None
+        rewound: set[int] = set()
+        for msg in messages:
+            partition = msg.partition()
+            if msg.error() is not None or partition in rewound:
+                continue
+            rewound.add(partition)
+            offset = self.position.get(partition, msg.offset())
+            log.warning("record arrived while paused; seeking %d back to %d", partition, offset)
+            try:
+                self._consumer.seek(TopicPartition(self.topic, partition, offset))
+            except KafkaException as exc:
+                log.error("could not seek partition %d back: %s", partition, exc)
+
+    # -- control -----------------------------------------------------------------------
+
+    def _apply(self, command: Command) -> None:
+        kind = command.kind
+        if kind is CommandKind.PAUSE:
+            self.pause()
+        elif kind is CommandKind.RESUME:
+            self.resume()
+        elif kind in (CommandKind.MARK_ANOMALOUS, CommandKind.CLEAR_ANOMALOUS):
+            try:
+                window = Window(
+                    parse_ts(command.args.get("start"), "start"),
+                    parse_ts(command.args.get("end"), "end"),
+                )
+            except (RecordError, ValueError) as exc:
+                log.error("ignoring %s %s: %s", kind.value, command.command_id, exc)
+                return
+            if kind is CommandKind.MARK_ANOMALOUS:
+                self.windows.mark(window)
+            else:
+                self.windows.clear(window)
+            log.info("%s [%s, %s): now %s", kind.value, window.start, window.end, self.windows)
+        elif kind is CommandKind.REPLAY:
+            self._replay(command)
+        self.exporter.state(self.paused, len(tuple(self.windows)))
+
+    def pause(self) -> None:
+        """Stop learning, keep the position and the group membership; checkpoint."""
+        if self.paused:
+            return
+        self.paused = True
+        if self._consumer is not None and self._assigned:
+            self._consumer.pause(self._assigned)
+            self.checkpoint()
+        log.info("training paused")
+
+    def resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        if self._consumer is not None and self._assigned:
+            self._consumer.resume(self._assigned)
+        log.info("training resumed")
+
+    def _replay_pending(self, command: Command) -> bool:
+        """A replay runs once: not if its lineage exists or a checkpoint came after it."""
+        lineage = replay_lineage(command.command_id)
+        if self.parent is not None and self.parent.created_at >= command.issued_at:
+            return False
+        return all(m.lineage != lineage for m in self.checkpointer.store.manifests(self.spec.name))
+
+    def _replay(self, command: Command) -> None:
+        """Relearn from an earlier checkpoint up to the current position, as a new lineage."""
+        source = str(command.args.get("from", ""))
+        try:
+            restored = self.checkpointer.load(source, self.windows)
+        except CheckpointError as exc:
+            log.error("replay %s refused: %s", command.command_id, exc)
+            return
+        consumer, was_paused = self._consumer, self.paused
+        if consumer is not None and self._assigned and not was_paused:
+            consumer.pause(self._assigned)
+        try:
+            target = dict(self.position)
+            replay(self.settings, restored.learner, dict(restored.manifest.offsets), target)
+        except CheckpointError as exc:
+            log.error("replay %s from %s failed: %s", command.command_id, source, exc)
+            return
+        finally:
+            if consumer is not None and self._assigned and not was_paused:
+                consumer.resume(self._assigned)
+        self.learner = restored.learner
+        self.parent = restored.manifest
+        self.lineage = replay_lineage(command.command_id)
+        self._dirty = True
+        manifest = self.checkpoint()
+        log.info(
+            "replayed from %s: new lineage %s, checkpoint %s",
+            source,
+            self.lineage,
+            manifest.checkpoint_id if manifest else None,
+        )

@@ -1,0 +1,43 @@
+"""``loopline run trainer``: the trainer as a process, until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from prometheus_client import start_http_server
+
+from loopline.settings import Settings
+from trainer.core import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def run(settings: Settings) -> None:
+    """Train until asked to stop, then checkpoint and leave the group cleanly."""
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    trainer = Trainer(settings)
+    server = None
+    if settings.metrics_port:
+        server, _ = start_http_server(settings.metrics_port, registry=trainer.exporter.registry)
+    try:
+        trainer.start()
+        while not stop.is_set():
+            trainer.step()
+    finally:
+        trainer.close()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
