@@ -41,7 +41,8 @@ def _canonical(manifest: CheckpointManifest) -> bytes:
         event_time_min=_utc(manifest.event_time_min),
         event_time_max=_utc(manifest.event_time_max),
         excluded_windows=tuple(
-            Window(w.start.astimezone(UTC), w.end.astimezone(UTC)) for w in manifest.excluded_windows
+            Window(w.start.astimezone(UTC), w.end.astimezone(UTC))
+            for w in manifest.excluded_windows
         ),
     )
     return orjson.dumps(unsigned, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
