@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import heapq
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,25 +58,32 @@ def send(settings: Settings, command: Command, timeout: float = 10.0) -> Command
 
 
 def read_all(settings: Settings, timeout: float = 10.0) -> list[Command]:
-    """Every command on the topic so far, in order per scope (bad records skipped)."""
+    """Every command on the topic so far (bad records skipped).
+
+    Each partition's commands keep their topic order (a scope's commands stay in the
+    order they were sent); partitions are merged by ``issued_at``.
+    """
     topic = settings.topic("control")
     consumer = Consumer(
         consumer_config(settings, group_id=f"{settings.topic_prefix}control-reader")
     )
+    deadline = time.monotonic() + timeout
     try:
         ends = {p: end for p, end in end_offsets(consumer, topic, timeout).items() if end > 0}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        commands: list[Command] = []
+        per_partition: dict[int, list[Command]] = {p: [] for p in ends}
         while ends:
-            for msg in consumer.consume(1000, 1.0):
-                if msg.error() is not None:
-                    continue
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable(f"could not read {topic} to its end within {timeout:g}s")
+            for msg in consumer.consume(1000, 0.5):
                 partition, offset = msg.partition(), msg.offset()
+                if msg.error() is not None or partition is None or offset is None:
+                    continue
                 with contextlib.suppress(RecordError):  # not ours to judge: skip, keep reading
-                    commands.append(Command.from_json(msg.value() or b""))
-                if partition in ends and offset is not None and offset + 1 >= ends[partition]:
+                    per_partition[partition].append(Command.from_json(msg.value() or b""))
+                if partition in ends and offset + 1 >= ends[partition]:
                     del ends[partition]
-        return sorted(commands, key=lambda c: c.issued_at)
+        return list(heapq.merge(*per_partition.values(), key=lambda c: c.issued_at))
     finally:
         consumer.close()
 

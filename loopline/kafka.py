@@ -22,6 +22,10 @@ KAFKA_LOGGER = logging.getLogger("loopline.kafka")
 CONSUMER_GROUP_TIMINGS = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 
 
+# The control log is the source of truth for pauses and anomalous windows: keep it all.
+TOPIC_CONFIGS = {"control": {"retention.ms": "-1"}}
+
+
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     timeout_ms = int(settings.publish_timeout_seconds * 1000)
     config: dict[str, Any] = {

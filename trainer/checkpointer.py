@@ -57,16 +57,22 @@ class Checkpointer:
         self.store = CheckpointStore(settings.checkpoint_dir, self._key)
         self._producer = producer
         self._redis: redis.Redis | None = None
+        self._identity = (spec.spec_version, spec.schema_hash)
 
     def restore(self, windows: ExcludedWindows) -> Restored | None:
-        """The newest verified checkpoint of this model and feature schema, as a learner."""
+        """The newest verified checkpoint of this model, spec version and feature schema.
+
+        A new spec version means a new model (another factory, params or features): it
+        starts fresh, in a new lineage, and the pusher ramps it up against the old one.
+        """
         for manifest in self.store.manifests(self.spec.name):
-            if manifest.schema_hash != self.spec.schema_hash:
+            if (manifest.spec_version, manifest.schema_hash) != self._identity:
                 log.warning(
-                    "checkpoint %s has feature schema %s, the spec has %s: not resuming it",
+                    "checkpoint %s is spec v%s schema %s, the spec is v%s schema %s: not resuming it",
                     manifest.checkpoint_id,
+                    manifest.spec_version,
                     manifest.schema_hash,
-                    self.spec.schema_hash,
+                    *self._identity,
                 )
                 continue
             try:
@@ -78,10 +84,14 @@ class Checkpointer:
     def load(self, checkpoint_id: str, windows: ExcludedWindows) -> Restored:
         """A verified checkpoint as a learner; CheckpointError if it is not usable here."""
         manifest, model = self.store.load(checkpoint_id)
-        if manifest.model_name != self.spec.name or manifest.schema_hash != self.spec.schema_hash:
+        if (
+            manifest.model_name != self.spec.name
+            or (manifest.spec_version, manifest.schema_hash) != self._identity
+        ):
             raise CheckpointError(
-                f"checkpoint {checkpoint_id} is model {manifest.model_name} schema "
-                f"{manifest.schema_hash}, not {self.spec.name} schema {self.spec.schema_hash}"
+                f"checkpoint {checkpoint_id} is model {manifest.model_name} v{manifest.spec_version} "
+                f"schema {manifest.schema_hash}, not {self.spec.name} v{self.spec.spec_version} "
+                f"schema {self.spec.schema_hash}"
             )
         return Restored(manifest, self._learner(manifest, model, windows))
 

@@ -15,8 +15,7 @@ def test_commands_round_trip_through_the_topic(settings: Settings) -> None:
             args={"start": "2026-01-01T00:00:00+00:00", "end": "2026-01-02T00:00:00+00:00"},
         ),
     )
-    commands = read_all(settings)
-    assert commands == [pause, mark]
+    assert read_all(settings) == [pause, mark]  # different partitions: merged by issue time
     assert applies_to(pause, "shop")
     assert not applies_to(pause, "other")
     assert applies_to(mark, "other")

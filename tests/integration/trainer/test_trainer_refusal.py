@@ -82,3 +82,32 @@ def test_corrupt_and_tampered_checkpoints_are_refused(
     probe = make_examples(spec, 50, seed=9)
     assert predictions(spec, model, probe) == predictions(spec, reference(spec, examples), probe)
     assert not marker.exists()
+
+
+def test_a_new_spec_version_starts_a_fresh_model_from_the_beginning(
+    settings: Settings, spec: Spec
+) -> None:
+    examples = make_examples(spec, 300)
+    publish(settings, examples, partition=0)
+    old = Trainer(settings, spec, batch_size=100)
+    old.start()
+    try:
+        step_until(old, lambda: old.position.get(0) == 300, 60, "300 examples")
+        old.checkpoint()
+        assert old.parent is not None
+    finally:
+        old.close()
+    new_spec = spec.model_copy(update={"spec_version": spec.spec_version + 1})
+    new = Trainer(settings, new_spec, batch_size=100)
+    new.start()
+    try:
+        assert new.parent is None
+        assert new.lineage != old.lineage
+        step_until(new, lambda: new.position.get(0) == 300, 60, "all 300 again, from the start")
+        manifest = new.checkpoint() or new.parent
+    finally:
+        new.close()
+    assert manifest is not None
+    assert manifest.spec_version == spec.spec_version + 1
+    assert manifest.lineage == new.lineage
+    assert manifest.examples_seen + manifest.examples_excluded <= 300

@@ -1,0 +1,426 @@
+"""The routing table and the ramp state, as serving and the pusher share them in Redis.
+
+Keys, in the deployment's namespace (``settings.key``)::
+
+    routing          RoutingTable (JSON): versioned (checkpoint, percent) routes and the champion
+    ramp             RampState (JSON): the staged ramp-up in progress, or the last one
+    kill_switch      {"on", "reason", "by", "at"} (JSON): serving answers from the fallback
+    pin              the checkpoint operators pinned: automatic pushes hold off
+    served           checkpoints serving now or kept to roll back to (trainer retention keeps them)
+    champions        the last ROLLBACK_DEPTH former champions, newest first (rollback targets)
+    verdict:<id>     a checkpoint's qualification verdict, reasons and manifest (JSON)
+    log              the latest routing changes, newest first (JSON lines, capped)
+    control_applied  ids of the ``control`` Commands the pusher has applied
+
+Writers change ``routing`` and ``ramp`` in one optimistic transaction
+(:meth:`RoutingStore.update`), so the pusher and an operator never overwrite each other,
+and a ramp's status only moves along :data:`TRANSITIONS`.
+
+>>> table = RoutingTable(version=1, routes=(Route("new", 25.0), Route("old", 75.0)))
+>>> table.pick("user-42") in {"new", "old"}
+True
+>>> RampStatus.PROMOTED in TRANSITIONS[RampStatus.PAUSED]
+False
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+import redis
+
+from loopline.contracts import parse_ts, utcnow
+from loopline.errors import LooplineError
+from loopline.settings import Settings
+
+_LOG_LENGTH = 200
+#: Former champions kept as rollback targets (and protected from the trainer's pruning).
+ROLLBACK_DEPTH = 10
+_SCALE = 2**64
+
+
+class RoutingError(LooplineError):
+    """A routing change is not allowed in the current state (names both)."""
+
+
+def bucket(entity_id: str) -> float:
+    """A stable position in [0, 100) for an entity: the same entity, the same version."""
+    digest = hashlib.blake2b(entity_id.encode(), digest_size=8, person=b"lloute").digest()
+    return int.from_bytes(digest, "big") * 100 / _SCALE
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    checkpoint_id: str
+    percent: float
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    """Which checkpoints serve which share of entities.
+
+    Routes are cut from the start of the bucket line in order; a ramp puts the candidate
+    first, so raising its share only moves baseline entities over, never back.
+    """
+
+    version: int = 0
+    routes: tuple[Route, ...] = ()
+    champion: str | None = None
+    reason: str = ""
+    updated_at: datetime | None = None
+
+    def pick(self, entity_id: str) -> str | None:
+        """The checkpoint serving this entity, or None where no route covers it."""
+        position = bucket(entity_id)
+        edge = 0.0
+        last = None
+        for route in self.routes:
+            if route.percent <= 0:
+                continue
+            edge += route.percent
+            last = route.checkpoint_id
+            if position < edge:
+                return last
+        # Shares summing to 100 may fall short of it by a rounding error.
+        return last if edge >= 100 - 1e-9 else None
+        return last
+
+    @property
+    def checkpoint_ids(self) -> tuple[str, ...]:
+        return tuple(r.checkpoint_id for r in self.routes if r.percent > 0)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> RoutingTable:
+        obj = orjson.loads(raw)
+        return cls(
+            version=int(obj["version"]),
+            routes=tuple(
+                Route(str(r["checkpoint_id"]), float(r["percent"])) for r in obj["routes"]
+            ),
+            champion=obj.get("champion"),
+            reason=str(obj.get("reason", "")),
+            updated_at=_opt_ts(obj.get("updated_at")),
+        )
+
+
+def serve_only(table: RoutingTable, checkpoint_id: str, reason: str) -> RoutingTable:
+    """The next table: one checkpoint as champion with all traffic."""
+    return replace(
+        table, routes=(Route(checkpoint_id, 100.0),), champion=checkpoint_id, reason=reason
+    )
+
+
+def split(
+    table: RoutingTable, candidate: str, baseline: str, percent: float, reason: str
+) -> RoutingTable:
+    """The next table: ``percent`` of entities on the candidate, the rest on the baseline."""
+    routes = (Route(candidate, percent), Route(baseline, 100.0 - percent))
+    return replace(table, routes=routes, champion=baseline, reason=reason)
+
+
+class RampStatus(StrEnum):
+    RAMPING = "ramping"
+    PAUSED = "paused"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+
+
+#: The guarded transitions of a ramp; the last three statuses are final.
+TRANSITIONS: dict[RampStatus, frozenset[RampStatus]] = {
+    RampStatus.RAMPING: frozenset(
+        {
+            RampStatus.RAMPING,
+            RampStatus.PAUSED,
+            RampStatus.PROMOTED,
+            RampStatus.ROLLED_BACK,
+            RampStatus.ABORTED,
+        }
+    ),
+    RampStatus.PAUSED: frozenset({RampStatus.RAMPING, RampStatus.ROLLED_BACK, RampStatus.ABORTED}),
+    RampStatus.PROMOTED: frozenset(),
+    RampStatus.ROLLED_BACK: frozenset(),
+    RampStatus.ABORTED: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RampState:
+    """A staged ramp-up of ``candidate`` against ``baseline``.
+
+    ``stage`` indexes ``stages`` (percent of entities on the candidate). Dwell time is
+    counted while ramping only: ``dwelled`` holds what a stage accrued before a pause.
+    """
+
+    candidate: str
+    baseline: str
+    stages: tuple[float, ...]
+    dwell_seconds: float
+    status: RampStatus = RampStatus.RAMPING
+    stage: int = 0
+    started_at: datetime = field(default_factory=utcnow)
+    stage_started_at: datetime = field(default_factory=utcnow)
+    dwelled: float = 0.0
+    reason: str = ""
+    updated_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def active(self) -> bool:
+        return self.status in (RampStatus.RAMPING, RampStatus.PAUSED)
+
+    @property
+    def percent(self) -> float:
+        return self.stages[self.stage]
+
+    @property
+    def last_stage(self) -> bool:
+        return self.stage == len(self.stages) - 1
+
+    def dwell(self, now: datetime) -> float:
+        """Seconds spent ramping in the current stage."""
+        if self.status is not RampStatus.RAMPING:
+            return self.dwelled
+        return self.dwelled + (now - self.stage_started_at).total_seconds()
+
+    def moved(self, status: RampStatus, reason: str, now: datetime | None = None) -> RampState:
+        """The state after a guarded transition; :class:`RoutingError` if not allowed."""
+        if status not in TRANSITIONS[self.status]:
+            msg = f"ramp of {self.candidate} is {self.status}; it cannot become {status}"
+            raise RoutingError(msg)
+        now = now or utcnow()
+        dwelled = self.dwell(now)
+        return replace(
+            self,
+            status=status,
+            reason=reason,
+            updated_at=now,
+            dwelled=dwelled,
+            stage_started_at=now,
+        )
+
+    def advanced(self, reason: str, now: datetime | None = None) -> RampState:
+        if self.status is not RampStatus.RAMPING or self.last_stage:
+            msg = f"ramp of {self.candidate} is {self.status} at stage {self.stage}; it cannot advance"
+            raise RoutingError(msg)
+        now = now or utcnow()
+        return replace(
+            self,
+            stage=self.stage + 1,
+            stage_started_at=now,
+            dwelled=0.0,
+            reason=reason,
+            updated_at=now,
+        )
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> RampState:
+        obj = orjson.loads(raw)
+        return cls(
+            candidate=str(obj["candidate"]),
+            baseline=str(obj["baseline"]),
+            stages=tuple(float(s) for s in obj["stages"]),
+            dwell_seconds=float(obj["dwell_seconds"]),
+            status=RampStatus(obj["status"]),
+            stage=int(obj["stage"]),
+            started_at=parse_ts(obj["started_at"]),
+            stage_started_at=parse_ts(obj["stage_started_at"]),
+            dwelled=float(obj["dwelled"]),
+            reason=str(obj.get("reason", "")),
+            updated_at=parse_ts(obj["updated_at"]),
+        )
+
+
+def _opt_ts(value: Any) -> datetime | None:
+    return None if value is None else parse_ts(value)
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitch:
+    on: bool = False
+    reason: str = ""
+    by: str = ""
+    at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, raw: bytes | str | None) -> KillSwitch:
+        if raw is None:
+            return cls()
+        obj = orjson.loads(raw)
+        return cls(bool(obj["on"]), str(obj["reason"]), str(obj["by"]), _opt_ts(obj.get("at")))
+
+
+Change = Callable[
+    [RoutingTable, RampState | None], tuple[RoutingTable | None, RampState | None] | None
+]
+
+
+class RoutingStore:
+    """Reads and changes the routing state of one deployment."""
+
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        # Any: redis-py types its sync and asyncio clients alike (results "Awaitable | T").
+        self.client: Any = client or redis.Redis.from_url(settings.redis_url)
+        self.routing_key = settings.key("routing")
+        self.ramp_key = settings.key("ramp")
+        self.kill_key = settings.key("kill_switch")
+        self.pin_key = settings.key("pin")
+        self.served_key = settings.key("served")
+        self.champions_key = settings.key("champions")
+        self.log_key = settings.key("log")
+        self.applied_key = settings.key("control_applied")
+        self._verdict_prefix = settings.key("verdict", "")
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- reading -------------------------------------------------------------------
+
+    def table(self) -> RoutingTable:
+        raw = self.client.get(self.routing_key)
+        return RoutingTable() if raw is None else RoutingTable.from_json(raw)
+
+    def ramp(self) -> RampState | None:
+        raw = self.client.get(self.ramp_key)
+        return None if raw is None else RampState.from_json(raw)
+
+    def serving_view(self) -> tuple[RoutingTable, KillSwitch]:
+        """What serving needs, in one round trip."""
+        routing, kill = self.client.mget([self.routing_key, self.kill_key])
+        table = RoutingTable() if routing is None else RoutingTable.from_json(routing)
+        return table, KillSwitch.from_json(kill)
+
+    def kill_switch(self) -> KillSwitch:
+        return KillSwitch.from_json(self.client.get(self.kill_key))
+
+    def pinned(self) -> str | None:
+        raw = self.client.get(self.pin_key)
+        return None if raw is None else raw.decode()
+
+    def served(self) -> set[str]:
+        return {m.decode() for m in self.client.smembers(self.served_key)}
+
+    def former_champions(self) -> list[str]:
+        return [c.decode() for c in self.client.lrange(self.champions_key, 0, -1)]
+
+    def log(self, count: int = 20) -> list[dict[str, Any]]:
+        return [orjson.loads(e) for e in self.client.lrange(self.log_key, 0, count - 1)]
+
+    def verdict(self, checkpoint_id: str) -> dict[str, Any] | None:
+        raw = self.client.get(self._verdict_prefix + checkpoint_id)
+        return None if raw is None else orjson.loads(raw)  # type: ignore[no-any-return]
+
+    def is_qualified(self, checkpoint_id: str) -> bool:
+        """Whether the pusher qualified this checkpoint: nothing else may serve."""
+        verdict = self.verdict(checkpoint_id)
+        return verdict is not None and verdict.get("verdict") == "qualified"
+
+    # -- writing -------------------------------------------------------------------
+
+    def update(
+        self,
+        change: Change,
+        action: str,
+        by: str = "pusher",
+        *,
+        unless_pinned: bool = False,
+        set_pin: str | None = None,
+    ) -> RoutingTable:
+        """Apply ``change`` to the current (table, ramp) atomically; retried on contention.
+
+        ``change`` returns the new table and ramp (``None`` leaves one as is), or ``None``
+        to change nothing. Raising :class:`RoutingError` aborts. Returns the table now in force.
+        With ``unless_pinned`` nothing changes while operators hold a pin; ``set_pin``
+        sets the pin in the same transaction, so no automatic push slips in between.
+        """
+        while True:
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(
+                        self.routing_key,
+                        self.ramp_key,
+                        self.served_key,
+                        self.champions_key,
+                        self.pin_key,
+                    )
+                    raw_table, raw_ramp = pipe.mget([self.routing_key, self.ramp_key])
+                    served = {m.decode() for m in pipe.smembers(self.served_key)}
+                    former = [c.decode() for c in pipe.lrange(self.champions_key, 0, -1)]
+                    pinned = pipe.get(self.pin_key)
+                    table = (
+                        RoutingTable() if raw_table is None else RoutingTable.from_json(raw_table)
+                    )
+                    ramp = None if raw_ramp is None else RampState.from_json(raw_ramp)
+                    result = None if unless_pinned and pinned else change(table, ramp)
+                    if result is None:
+                        pipe.unwatch()
+                        return table
+                    new_table, new_ramp = result
+                    pipe.multi()
+                    now = utcnow()
+                    if new_table is not None and new_table != table:
+                        new_table = replace(new_table, version=table.version + 1, updated_at=now)
+                        pipe.set(self.routing_key, new_table.to_json())
+                        if new_table.checkpoint_ids:
+                            pipe.sadd(self.served_key, *new_table.checkpoint_ids)
+                        if table.champion and new_table.champion != table.champion:
+                            former.insert(0, table.champion)
+                            pipe.lpush(self.champions_key, table.champion)
+                            pipe.ltrim(self.champions_key, 0, ROLLBACK_DEPTH - 1)
+                        keep = {*new_table.checkpoint_ids, *former[:ROLLBACK_DEPTH]}
+                        keep |= {pinned.decode()} if pinned else set()
+                        keep |= {ramp.candidate, ramp.baseline} if ramp is not None else set()
+                        if served - keep:
+                            pipe.srem(self.served_key, *(served - keep))
+                    else:
+                        new_table = table
+                    if new_ramp is not None:
+                        pipe.set(self.ramp_key, new_ramp.to_json())
+                    if set_pin is not None:
+                        pipe.set(self.pin_key, set_pin)
+                        pipe.sadd(self.served_key, set_pin)
+                    entry = {"at": now, "by": by, "action": action, "version": new_table.version}
+                    pipe.lpush(self.log_key, orjson.dumps(entry))
+                    pipe.ltrim(self.log_key, 0, _LOG_LENGTH - 1)
+                    pipe.execute()
+                    return new_table
+                except redis.WatchError:
+                    continue
+
+    def set_kill_switch(self, on: bool, reason: str, by: str) -> None:
+        value = {"on": on, "reason": reason, "by": by, "at": utcnow()}
+        entry = {
+            "at": utcnow(),
+            "by": by,
+            "action": f"kill switch {'on' if on else 'off'}: {reason}",
+        }
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(self.kill_key, orjson.dumps(value))
+            pipe.lpush(self.log_key, orjson.dumps(entry))
+            pipe.ltrim(self.log_key, 0, _LOG_LENGTH - 1)
+            pipe.execute()
+
+    def pin(self, checkpoint_id: str | None) -> None:
+        if checkpoint_id is None:
+            self.client.delete(self.pin_key)
+        else:
+            self.client.set(self.pin_key, checkpoint_id)
+
+    def claim_command(self, command_id: str) -> bool:
+        """True the first time a control Command is claimed for applying, False after."""
+        return bool(self.client.sadd(self.applied_key, command_id))
+
+    def record_verdict(self, checkpoint_id: str, verdict: dict[str, Any]) -> None:
+        raw = orjson.dumps(verdict, option=orjson.OPT_NON_STR_KEYS)
+        self.client.set(self._verdict_prefix + checkpoint_id, raw)

@@ -1,0 +1,46 @@
+"""``loopline run pusher``: qualify checkpoints, push them, drive ramps, until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import redis
+from confluent_kafka import KafkaException
+from prometheus_client import start_http_server
+
+from loopline.settings import Settings
+from pusher.worker import Pusher
+
+log = logging.getLogger(__name__)
+
+
+def run(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    pusher = Pusher(settings)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, registry=pusher.registry)
+    backoff = 1.0
+    while not stop.is_set():
+        try:
+            pusher.run(stop)
+        except (redis.RedisError, KafkaException, OSError) as exc:
+            # Start over from the committed offsets and the state in Redis: a checkpoint
+            # being judged when the outage hit is judged again, none is skipped.
+            log.error("pusher loop failed (%s); restarting in %.0fs", exc, backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 30.0)
+        else:
+            backoff = 1.0

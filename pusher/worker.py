@@ -1,0 +1,275 @@
+"""The pusher's loop: checkpoints in, verdicts and routing changes out.
+
+Three consumers:
+
+- ``checkpoints``, in the pusher's consumer group. An offset is committed only once
+  the checkpoint's verdict is in Redis, and a checkpoint with a verdict is never
+  judged twice, so a crash re-reads at most what it had not finished.
+- the tails of ``examples``, ``predictions`` and ``labels``, assigned without a
+  group from the last ``tail_records`` of each partition: the holdout slice and the
+  online metrics are rebuilt from the topics on start, nothing else to persist.
+- ``control``, in a group of its own: serving Commands (:mod:`pusher.commands`).
+
+A checkpoint waits (only the newest of a lineage) until the holdout slice holds the
+spec's ``min_holdout`` examples. Every ``tick_seconds`` the ramp driver runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from confluent_kafka import Consumer, Message, TopicPartition
+from prometheus_client import CollectorRegistry, Counter
+
+from loopline.checkpoints import CheckpointStore
+from loopline.contracts import CheckpointManifest, Example, Label, Prediction, utcnow
+from loopline.errors import CheckpointError, RecordError
+from loopline.holdout import in_holdout
+from loopline.kafka import consumer_config
+from loopline.routing import RoutingStore
+from loopline.settings import Settings
+from loopline.spec import Spec
+from pusher.commands import ControlFollower
+from pusher.online import OnlineMetrics
+from pusher.policy import push
+from pusher.qualify import qualify
+from pusher.ramp import RampDriver
+
+log = logging.getLogger(__name__)
+
+
+class Pusher:
+    def __init__(
+        self,
+        settings: Settings,
+        spec: Spec | None = None,
+        *,
+        holdout_size: int = 5000,
+        tail_records: int = 50_000,
+        tick_seconds: float = 0.2,
+    ) -> None:
+        self.settings = settings
+        self.spec = spec or settings.load_spec()
+        key = settings.signing_key.get_secret_value().encode()
+        self.store = CheckpointStore(settings.checkpoint_dir, key)
+        self.routing = RoutingStore(settings)
+        self.holdout: deque[Example] = deque(maxlen=holdout_size)
+        self.online = OnlineMetrics(self.spec)
+        self.driver = RampDriver(self.spec, self.routing, self.online)
+        self.control = ControlFollower(settings, self.spec.name, self.routing)
+        self._tail_records = tail_records
+        self._tick_seconds = tick_seconds
+        self._fraction = self.spec.training.holdout_fraction
+        self._examples = settings.topic("examples")
+        self._predictions = settings.topic("predictions")
+        self._waiting: dict[str, tuple[CheckpointManifest, Any, Message]] = {}
+        self._offsets: dict[int, dict[int, bool]] = {}
+        self._models: dict[str, Any] = {}
+        self.registry = CollectorRegistry()
+        self.verdicts = Counter(
+            "loopline_pusher_verdicts",
+            "Checkpoints judged, by verdict.",
+            ["verdict"],
+            registry=self.registry,
+        )
+        self.ramp_actions = Counter(
+            "loopline_pusher_ramp_actions",
+            "Ramp advances, promotions and rollbacks.",
+            registry=self.registry,
+        )
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop``; every call starts over from the committed offsets."""
+        s = self.settings
+        self._offsets.clear()
+        self._waiting.clear()
+        checkpoints = Consumer(consumer_config(s, f"{s.topic_prefix}pusher"))
+        tail = Consumer(consumer_config(s, f"{s.topic_prefix}pusher-tail"))
+        control = self.control.consumer()
+        try:
+            checkpoints.subscribe([s.topic("checkpoints")])
+            tail.assign(self._tail_partitions(tail))
+            self.driver.tick()
+            next_tick = time.monotonic()
+            while not stop.is_set():
+                for msg in tail.consume(2000, 0.05):
+                    if msg.error() is None:
+                        self._tail(msg)
+                for msg in checkpoints.consume(50, 0.05):
+                    if msg.error() is None:
+                        self._checkpoint(msg)
+                for msg in control.consume(10, 0):
+                    if msg.error() is None:
+                        self.control.handle(msg)
+                        control.commit(message=msg, asynchronous=False)
+                self._judge_waiting()
+                self._commit(checkpoints)
+                if time.monotonic() >= next_tick:
+                    if self.driver.tick() is not None:
+                        self.ramp_actions.inc()
+                    next_tick = time.monotonic() + self._tick_seconds
+        finally:
+            checkpoints.close()
+            tail.close()
+            control.close()
+            self.routing.close()
+
+    def _tail_partitions(self, consumer: Consumer) -> list[TopicPartition]:
+        assigned = []
+        for name in ("examples", "predictions", "labels"):
+            topic = self.settings.topic(name)
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                assigned.append(TopicPartition(topic, p, max(low, high - self._tail_records)))
+        return assigned
+
+    def _tail(self, msg: Message) -> None:
+        topic = msg.topic()
+        raw = msg.value() or b""
+        try:
+            if topic == self._examples:
+                example = Example.from_json(raw)
+                if in_holdout(example.event_id, self._fraction):
+                    self.holdout.append(example)
+            elif topic == self._predictions:
+                self.online.prediction(Prediction.from_json(raw))
+            else:
+                self.online.label(Label.from_json(raw))
+        except RecordError as exc:
+            log.debug("skipping a bad record on %s: %s", topic, exc)
+
+    # -- checkpoints ---------------------------------------------------------------
+
+    def _checkpoint(self, msg: Message) -> None:
+        partition, offset = msg.partition() or 0, msg.offset() or 0
+        self._offsets.setdefault(partition, {})[offset] = False
+        try:
+            announced = CheckpointManifest.from_json(msg.value() or b"")
+        except RecordError as exc:
+            log.error("unreadable checkpoint announcement at %d/%d: %s", partition, offset, exc)
+            self._offsets[partition][offset] = True
+            return
+        cid = announced.checkpoint_id
+        if announced.model_name != self.spec.name:
+            log.debug("checkpoint %s is of model %s, not ours", cid, announced.model_name)
+            self._offsets[partition][offset] = True
+            return
+        if self.routing.verdict(cid) is not None:
+            self._offsets[partition][offset] = True
+            return
+        try:
+            manifest, model = self.store.load(cid)
+        except CheckpointError as exc:
+            self._record(announced, False, (f"signature: {exc}",), {}, "refused")
+            self._offsets[partition][offset] = True
+            return
+        held = self._waiting.pop(manifest.lineage, None)
+        if held is not None:
+            self._record(held[0], False, (f"superseded by {cid}",), {}, "not judged")
+            self._done(held[2])
+        self._waiting[manifest.lineage] = (manifest, model, msg)
+        if len(self.holdout) < self.spec.qualification.min_holdout:
+            log.info(
+                "checkpoint %s waits for the holdout slice: %d of %d examples",
+                cid,
+                len(self.holdout),
+                self.spec.qualification.min_holdout,
+            )
+
+    def _judge_waiting(self) -> None:
+        enough = self.spec.qualification.min_holdout
+        if not self._waiting or (len(self.holdout) < enough and self._fraction > 0):
+            return
+        for lineage in list(self._waiting):
+            manifest, model, msg = self._waiting.pop(lineage)
+            if self._fraction <= 0:
+                reasons: tuple[str, ...] = ("holdout: the spec's holdout_fraction is 0",)
+                self._record(manifest, False, reasons, {}, "refused")
+            else:
+                self._judge(manifest, model)
+            self._done(msg)
+
+    def _judge(self, manifest: CheckpointManifest, model: Any) -> None:
+        champion_id = self.routing.table().champion
+        champion = self._model(champion_id) if champion_id else None
+        verdict = qualify(self.spec, manifest, model, list(self.holdout), champion)
+        action = "refused"
+        if verdict.qualified:
+            action = push(self.spec, self.routing, manifest, self._manifest)
+        self._record(
+            manifest, verdict.qualified, verdict.reasons, verdict.figures, action, champion_id
+        )
+        log.info(
+            "checkpoint %s %s: %s",
+            manifest.checkpoint_id,
+            "qualified" if verdict.qualified else "refused",
+            action if verdict.qualified else "; ".join(verdict.reasons),
+        )
+
+    def _record(
+        self,
+        manifest: CheckpointManifest,
+        qualified: bool,
+        reasons: tuple[str, ...],
+        figures: dict[str, float | None],
+        action: str,
+        champion: str | None = None,
+    ) -> None:
+        verdict = "qualified" if qualified else "refused"
+        self.verdicts.labels(verdict).inc()
+        self.routing.record_verdict(
+            manifest.checkpoint_id,
+            {
+                "checkpoint_id": manifest.checkpoint_id,
+                "verdict": verdict,
+                "reasons": list(reasons),
+                "figures": figures,
+                "champion": champion,
+                "action": action,
+                "decided_at": utcnow(),
+                "manifest": manifest,
+            },
+        )
+
+    def _model(self, checkpoint_id: str) -> Any | None:
+        if checkpoint_id not in self._models:
+            try:
+                self._models = {checkpoint_id: self.store.load(checkpoint_id)[1]}
+            except CheckpointError as exc:
+                log.error("cannot load the champion to compare with: %s", exc)
+                return None
+        return self._models[checkpoint_id]
+
+    def _manifest(self, checkpoint_id: str) -> CheckpointManifest | None:
+        try:
+            return self.store.manifest(checkpoint_id)
+        except CheckpointError:
+            return None
+
+    # -- offsets -------------------------------------------------------------------
+
+    def _done(self, msg: Message) -> None:
+        self._offsets[msg.partition() or 0][msg.offset() or 0] = True
+
+    def _commit(self, consumer: Consumer) -> None:
+        """Commit, per partition, past the longest run of finished checkpoints."""
+        topic = self.settings.topic("checkpoints")
+        commits = []
+        for partition, offsets in self._offsets.items():
+            last = None
+            for offset in sorted(offsets):
+                if not offsets[offset]:
+                    break
+                last = offset
+            if last is not None:
+                commits.append(TopicPartition(topic, partition, last + 1))
+                for offset in [o for o in offsets if o <= last]:
+                    del offsets[offset]
+        if commits:
+            consumer.commit(offsets=commits, asynchronous=False)

@@ -1,0 +1,255 @@
+"""The prediction service: ``POST /predict``, ``GET /healthz``, ``GET /metrics``.
+
+``/predict`` validates and imputes the request features, merges the entity's online
+features, asks the model the routing table assigns to the entity (sticky by
+``entity_id``) and logs the answer to ``predictions``. Any answer it cannot get from a
+model comes from the spec's fallback, with ``fallback: true`` and a reason (a model
+that keeps exceeding the spec's per-prediction budget is skipped for a while, see
+:mod:`serving.breaker`); bad input
+gets a 4xx naming what was wrong; nothing turns into a 500.
+
+With ``LOOPLINE_SERVING_TOKEN`` set, ``/predict`` needs ``Authorization: Bearer <token>``;
+``/healthz`` and ``/metrics`` stay open for probes and scrapers.
+"""
+
+from __future__ import annotations
+
+import gc
+import hmac
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+import redis
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from feature_repo.online import OnlineFeatures
+from loopline.checkpoints import CheckpointStore
+from loopline.contracts import FeatureValue, Prediction, utcnow
+from loopline.errors import RecordError
+from loopline.publisher import new_event_id
+from loopline.routing import RoutingStore
+from loopline.scoring import score
+from loopline.settings import Settings
+from loopline.spec import Spec
+from loopline.validation import FeatureValidator
+from serving.breaker import LatencyBreaker
+from serving.fallback import FALLBACK_VERSION, Fallback, FallbackReason
+from serving.follower import RoutingFollower
+from serving.metrics import ServingMetrics
+from serving.models import ModelCache
+from serving.predictions import PredictionLog
+from serving.request import BadRequest, parse
+
+log = logging.getLogger(__name__)
+
+#: Serving's Redis calls give up quickly: a slow Redis must turn into a fallback answer.
+REDIS_TIMEOUTS = "socket_timeout=0.1&socket_connect_timeout=0.1"
+
+
+class FeatureReader(Protocol):
+    def read(self, entity_ids: list[str]) -> list[dict[str, FeatureValue]]: ...
+
+    def close(self) -> None: ...
+
+
+def _json(
+    body: dict[str, Any], status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(orjson.dumps(body), status_code, headers, media_type="application/json")
+
+
+def with_timeouts(redis_url: str) -> str:
+    if "socket_timeout" in redis_url:
+        return redis_url
+    return redis_url + ("&" if "?" in redis_url else "?") + REDIS_TIMEOUTS
+
+
+@dataclass
+class Service:
+    """Everything a request needs, built once per process."""
+
+    settings: Settings
+    spec: Spec
+    online: FeatureReader
+    follower: RoutingFollower
+    predictions: PredictionLog
+    metrics: ServingMetrics
+
+    def __post_init__(self) -> None:
+        self.validator = FeatureValidator(self.spec)
+        self.fallback = Fallback(self.spec)
+        self.kind = self.spec.label.kind
+        self.breaker = LatencyBreaker(self.spec.qualification.max_latency_ms / 1000)
+        self.failing: set[str] = set()
+        token = self.settings.serving_token
+        self.token = None if token is None else f"Bearer {token.get_secret_value()}".encode()
+
+    def authorised(self, request: Request) -> bool:
+        if self.token is None:
+            return True
+        given = request.headers.get("authorization", "").encode()
+        return hmac.compare_digest(given, self.token)
+
+    def predict(
+        self, entity_id: str, features: dict[str, FeatureValue]
+    ) -> tuple[float, str, FallbackReason | None]:
+        """Score one request: (score, model version, fallback reason or None)."""
+        snap = self.follower.current
+        if snap.kill.on:
+            return self.fallback.score(features), FALLBACK_VERSION, FallbackReason.KILL_SWITCH
+        if not snap.redis_ok:
+            return self.fallback.score(features), FALLBACK_VERSION, FallbackReason.REDIS
+        version = snap.table.pick(entity_id)
+        if version is None:
+            return self.fallback.score(features), FALLBACK_VERSION, FallbackReason.NO_MODEL
+        if self.breaker.is_open(version):
+            return self.fallback.score(features), version, FallbackReason.LATENCY
+        try:
+            entity = self.online.read([entity_id])[0]
+        except (redis.RedisError, OSError) as exc:
+            log.warning("online features unavailable: %s", exc)
+            return self.fallback.score(features), FALLBACK_VERSION, FallbackReason.REDIS
+        started = time.perf_counter()
+        try:
+            value = score(snap.models[version], {**entity, **features}, self.kind)
+        except Exception:
+            if version not in self.failing:  # once per version, not once per request
+                self.failing.add(version)
+                log.exception("model %s failed; answering from the fallback", version)
+            return self.fallback.score(features), version, FallbackReason.MODEL_ERROR
+        self.breaker.record(version, time.perf_counter() - started)
+        if not math.isfinite(value):
+            return self.fallback.score(features), version, FallbackReason.MODEL_ERROR
+        return value, version, None
+
+
+def build_service(settings: Settings, spec: Spec | None = None) -> Service:
+    spec = spec or settings.load_spec()
+    fast = settings.replace(redis_url=with_timeouts(settings.redis_url))
+    store = CheckpointStore(
+        settings.checkpoint_dir, settings.signing_key.get_secret_value().encode()
+    )
+    routing = RoutingStore(fast)
+    follower = RoutingFollower(routing, ModelCache(store, spec.schema_hash, routing.is_qualified))
+    return Service(
+        settings=settings,
+        spec=spec,
+        online=OnlineFeatures(fast, spec),
+        follower=follower,
+        predictions=PredictionLog(settings),
+        metrics=ServingMetrics(),
+    )
+
+
+def create_app(service: Service) -> FastAPI:
+    """The ASGI app; its lifespan starts and stops the routing follower and the log."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.follower.start()
+        # What startup allocated (libraries, models) lives for good: keep it out of
+        # the collector's scans, which otherwise show in the latency tail.
+        gc.freeze()
+        try:
+            yield
+        finally:
+            service.follower.stop()
+            left = service.predictions.close()
+            if left:
+                log.error("%d predictions were not delivered before shutdown", left)
+            service.online.close()
+
+    app = FastAPI(title="Loopline serving", lifespan=lifespan, docs_url=None, redoc_url=None)
+    metrics = service.metrics
+
+    async def predict(request: Request) -> Response:
+        started = time.perf_counter()
+        if not service.authorised(request):
+            metrics.requests.labels("unauthorised").inc()
+            return _json(
+                {"reason": "unauthorised", "detail": "missing or wrong bearer token"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            req = parse(await request.body())
+            features, _ = service.validator.validate(req.features, impute=True)
+        except BadRequest as exc:
+            metrics.requests.labels("rejected").inc()
+            return _json(exc.body(), status_code=exc.status)
+        except RecordError as exc:
+            metrics.requests.labels("rejected").inc()
+            return _json({"reason": exc.reason.value, "detail": exc.detail}, status_code=422)
+        try:
+            value, version, reason = service.predict(req.entity_id, features)
+        except Exception:  # whatever went wrong, the caller gets an answer, not a 500
+            log.exception("prediction failed for entity %s", req.entity_id)
+            value, version, reason = (
+                service.fallback.score(features),
+                FALLBACK_VERSION,
+                FallbackReason.INTERNAL,
+            )
+        event_id = req.event_id or new_event_id()
+        fallback = reason is not None
+        latency = time.perf_counter() - started
+        service.predictions.log(
+            Prediction(
+                event_id=event_id,
+                entity_id=req.entity_id,
+                model_version=version,
+                score=value,
+                ts=utcnow(),
+                fallback=fallback,
+                latency_ms=latency * 1000,
+            )
+        )
+        body: dict[str, Any] = {
+            "score": value,
+            "model_version": version,
+            "event_id": event_id,
+            "fallback": fallback,
+        }
+        if reason is not None:
+            body["fallback_reason"] = reason.value
+            metrics.fallbacks.labels(reason.value).inc()
+        metrics.requests.labels("fallback" if fallback else "ok").inc()
+        metrics.predictions.labels(version, str(fallback).lower()).inc()
+        metrics.latency.observe(latency)
+        return _json(body)
+
+    # A plain route: the handler parses its own body, so FastAPI's dependency and
+    # validation machinery would only add time to every request.
+    app.add_route("/predict", predict, methods=["POST"])
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        snap = service.follower.current
+        refused = service.follower.refused
+        serving = bool(snap.table.routes) and snap.redis_ok and not snap.kill.on
+        body = {
+            "status": "ok" if serving and not refused else "degraded",
+            "routing_version": snap.table.version,
+            "routes": {r.checkpoint_id: r.percent for r in snap.table.routes},
+            "champion": snap.table.champion,
+            "kill_switch": snap.kill.on,
+            "redis": snap.redis_ok,
+            "refused": refused,
+        }
+        return _json(body)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        snap = service.follower.current
+        metrics.routing_version.set(snap.table.version)
+        metrics.refused.set(len(service.follower.refused))
+        metrics.dropped.set(service.predictions.dropped)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,80 @@
+"""Verified models by checkpoint id: serving never unpickles what does not verify.
+
+A checkpoint loads only if the pusher qualified it, its sha256 and HMAC signature
+check out (:class:`~loopline.checkpoints.CheckpointStore`) and it was trained on
+serving's feature schema. A refusal is remembered with its reason and retried only after
+``retry_seconds``, so a bad checkpoint in the routing table costs no request time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from loopline.checkpoints import CheckpointStore
+from loopline.contracts import CheckpointManifest
+from loopline.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    manifest: CheckpointManifest
+    model: Any
+
+
+class ModelCache:
+    def __init__(
+        self,
+        store: CheckpointStore,
+        schema_hash: str,
+        qualified: Callable[[str], bool],
+        retry_seconds: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._qualified = qualified
+        self._schema_hash = schema_hash
+        self._retry = retry_seconds
+        self._loaded: dict[str, Loaded] = {}
+        self._refused: dict[str, tuple[str, float]] = {}
+
+    @property
+    def refused(self) -> dict[str, str]:
+        return {cid: reason for cid, (reason, _) in self._refused.items()}
+
+    def get(self, checkpoint_id: str) -> Loaded | None:
+        """The verified model, or None if it is refused (see :attr:`refused` for why)."""
+        loaded = self._loaded.get(checkpoint_id)
+        if loaded is not None:
+            return loaded
+        refusal = self._refused.get(checkpoint_id)
+        if refusal is not None and time.monotonic() - refusal[1] < self._retry:
+            return None
+        try:
+            if not self._qualified(checkpoint_id):
+                raise CheckpointError(f"checkpoint {checkpoint_id} was not qualified by the pusher")
+            manifest, model = self._store.load(checkpoint_id)
+            if manifest.schema_hash != self._schema_hash:
+                msg = f"checkpoint {checkpoint_id}: feature schema {manifest.schema_hash} != serving's {self._schema_hash}"
+                raise CheckpointError(msg)
+        except CheckpointError as exc:
+            log.error("refusing to serve: %s", exc)
+            self._refused[checkpoint_id] = (str(exc), time.monotonic())
+            return None
+        except Exception as exc:  # an unpicklable blob must not stop the routing follower
+            log.exception("cannot load checkpoint %s", checkpoint_id)
+            self._refused[checkpoint_id] = (f"cannot load: {exc!r}", time.monotonic())
+            return None
+        self._refused.pop(checkpoint_id, None)
+        loaded = Loaded(manifest, model)
+        self._loaded[checkpoint_id] = loaded
+        return loaded
+
+    def keep_only(self, checkpoint_ids: set[str]) -> None:
+        """Forget models no table uses any more."""
+        for cid in set(self._loaded) - checkpoint_ids:
+            del self._loaded[cid]

@@ -1,0 +1,164 @@
+"""Producing a batch's outputs and state, and finding outputs again after a crash.
+
+Outputs of source partition ``p`` go to partition ``p`` (modulo the output topic's
+partitions) and carry their source partition in a header, so a restarted worker reads
+back exactly what it may have emitted since its last commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from loopline.errors import BrokerUnavailable
+from loopline.kafka import consumer_config, producer_config
+from loopline.settings import Settings
+from streams.partition import Deadletter
+
+SOURCE_PARTITION = "loopline.source_partition"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def deadletter_headers(d: Deadletter, settings: Settings) -> list[tuple[str, bytes]]:
+    return [
+        ("reason", d.reason.value.encode()),
+        ("detail", d.detail.encode()[:1000]),
+        ("source_topic", settings.topic(d.topic).encode()),
+        ("source_partition", str(d.partition).encode()),
+        ("source_offset", str(d.offset).encode()),
+        (SOURCE_PARTITION, str(d.partition).encode()),
+    ]
+
+
+class Sink:
+    """One idempotent producer for examples, deadletters and the state changelog."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        config = producer_config(
+            settings,
+            **{
+                "linger.ms": 2,
+                "message.max.bytes": MAX_MESSAGE_BYTES,
+            },
+        )
+        self._producer = Producer(config)
+        self._errors: list[str] = []
+        self._ends: dict[tuple[str, int], int] = {}
+        self._partitions: dict[str, int] = {}
+
+    def partitions(self, topic: str) -> int:
+        count = self._partitions.get(topic)
+        if count is None:
+            metadata = self._producer.list_topics(topic, timeout=10).topics[topic]
+            count = self._partitions[topic] = len(metadata.partitions)
+        return count
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._errors.append(f"{msg.topic()}: {err.str()}")
+            return
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if topic is None or partition is None or offset is None:
+            return
+        key = (topic, partition)
+        if offset + 1 > self._ends.get(key, 0):
+            self._ends[key] = offset + 1
+
+    def produce(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        track: bool = False,
+    ) -> None:
+        kwargs: dict[str, Any] = {"partition": partition}
+        if headers:
+            kwargs["headers"] = headers
+        if track:
+            kwargs["on_delivery"] = self._delivered
+        try:
+            self._producer.produce(topic, value, key, **kwargs)
+        except BufferError:
+            self._producer.flush(30)
+            self._producer.produce(topic, value, key, **kwargs)
+
+    def flush(self, timeout: float = 30.0) -> dict[tuple[str, int], int]:
+        """Wait for every record to be acknowledged; the next offset of each tracked partition."""
+        if self._producer.flush(timeout):
+            raise BrokerUnavailable(f"outputs not acknowledged within {timeout:g}s")
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise BrokerUnavailable(f"outputs were not delivered: {errors[0]}")
+        ends, self._ends = self._ends, {}
+        return ends
+
+    def close(self) -> None:
+        self._producer.flush(10)
+
+
+def read_back(
+    settings: Settings,
+    topic: str,
+    partition: int,
+    source: int,
+    start: int | None,
+    timeout: float = 30.0,
+) -> Iterable[Message]:
+    """Records of ``topic``/``partition`` from ``start`` to the current end that ``source`` emitted."""
+    consumer = Consumer(
+        consumer_config(settings, group_id=f"{settings.topic_prefix}streams-readback")
+    )
+    try:
+        tp = TopicPartition(topic, partition)
+        low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+        begin = max(low, start or 0)
+        if begin >= high:
+            return []
+        consumer.assign([TopicPartition(topic, partition, begin)])
+        wanted = str(source).encode()
+        found: list[Message] = []
+        position = begin - 1
+        while position < high - 1:
+            batch = consumer.consume(10_000, timeout)
+            if not batch:
+                raise BrokerUnavailable(f"could not read back {topic}/{partition} up to {high}")
+            for msg in batch:
+                if msg.error() is not None:
+                    continue
+                position = max(position, msg.offset() or 0)
+                if _headers(msg).get(SOURCE_PARTITION) == wanted:
+                    found.append(msg)
+        return found
+    finally:
+        consumer.close()
+
+
+def _headers(msg: Message) -> dict[str, bytes]:
+    headers: Any = msg.headers() or []
+    return {k: v if isinstance(v, bytes) else str(v or "").encode() for k, v in headers}
+
+
+def emitted_examples(messages: Iterable[Message]) -> set[str]:
+    ids: set[str] = set()
+    for msg in messages:
+        event_id = orjson.loads(msg.value() or b"{}").get("event_id")
+        if isinstance(event_id, str):
+            ids.add(event_id)
+    return ids
+
+
+def emitted_deadletters(messages: Iterable[Message], settings: Settings) -> set[tuple[str, int]]:
+    names = {settings.topic(n).encode(): n for n in ("events", "labels")}
+    found: set[tuple[str, int]] = set()
+    for msg in messages:
+        headers = _headers(msg)
+        topic = names.get(headers.get("source_topic", b""))
+        if topic is not None:
+            found.add((topic, int(headers.get("source_offset", b"-1"))))
+    return found

@@ -1,0 +1,390 @@
+"""The join and dedup state of one source partition, and what one batch does to it.
+
+State lives in a changelog-backed table (``MutableMapping[bytes, bytes]``), keyed
+``<partition>|<kind>|<id>``:
+
+- ``e|<event_id>``: an event waiting for its label (its features as served), or the
+  marker of a resolved event, kept one horizon longer so duplicates are recognised;
+- ``l|<event_id>``: a label that overtook its event (see :meth:`PartitionState.tick`);
+- ``f|<entity_id>``: the entity's feature state;
+- ``commit``: the commit record: source offsets applied, output positions, the
+  accounting counts, and every key the last batch changed (a write-ahead record).
+
+A batch is made durable in this order: its outputs (examples, deadletters) are
+acknowledged, then the commit record, then the keys it lists. The commit record is
+one message, so after a crash the table holds exactly the state of some commit (its
+listed keys are re-applied on restore). Outputs acknowledged after that commit are
+found again by reading the output partitions from the recorded positions
+(:meth:`PartitionState.suppress`), so a replayed record never emits twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from loopline.accounting import REJECTED
+from loopline.contracts import Example, Features, FeatureValue
+from loopline.errors import Reason, RecordError
+from loopline.spec import Spec
+from streams.features import EntityFeatureSpec, EntityState
+from streams.health import HealthMonitor
+from streams.records import RecordDecoder
+
+ORPHAN_GRACE = 5.0
+log = logging.getLogger("loopline.streams")
+EVENTS, LABELS = "events", "labels"
+
+
+@dataclass(frozen=True, slots=True)
+class Deadletter:
+    """A rejected record: its original key and bytes, why, and where it came from."""
+
+    key: bytes | None
+    value: bytes | None
+    reason: Reason
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class Batch:
+    """What processing produced since the last commit."""
+
+    examples: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # event_id, key, value
+    deadletters: list[Deadletter] = field(default_factory=list)
+    changes: dict[bytes, bytes | None] = field(default_factory=dict)
+    entities: set[str] = field(default_factory=set)
+
+
+def _epoch(ts: datetime) -> float:
+    return ts.timestamp()
+
+
+class PartitionState:
+    """Processes one partition's records against its table state."""
+
+    def __init__(
+        self,
+        partition: int,
+        spec: Spec,
+        table: MutableMapping[bytes, bytes],
+        health: HealthMonitor,
+    ) -> None:
+        self.partition = partition
+        self.spec = spec
+        self.table = table
+        self.health = health
+        self._decoder = RecordDecoder(spec)
+        self._entity_spec = EntityFeatureSpec(spec)
+        self._horizon = spec.label.horizon_seconds
+        self._prefix = f"{partition}|".encode()
+        self.applied: dict[str, int] = {EVENTS: -1, LABELS: -1}
+        self.outputs: dict[str, int] = {}
+        self.counts: dict[str, int] = {}
+        self.batch = Batch()
+        self._entities: dict[str, EntityState] = {}
+        self._due: list[tuple[float, str]] = []  # (deadline, event_id) of waiting events
+        self._gc: list[tuple[float, str]] = []  # (forget_at, event_id) of resolved markers
+        self._orphans: dict[str, tuple[float, float]] = {}  # event_id: (label ts, arrival)
+        self._event_time = 0.0  # the latest event time read on this partition
+        self.emitted_examples: set[str] = set()
+        self.emitted_deadletters: set[tuple[str, int]] = set()
+        self._gaps: set[str] = set()
+        self._restore()
+
+    # -- keys and state -------------------------------------------------------------
+
+    def _key(self, kind: str, ident: str) -> bytes:
+        return self._prefix + kind.encode() + b"|" + ident.encode()
+
+    def _get(self, key: bytes) -> dict[str, Any] | None:
+        raw = self.table.get(key)
+        return None if raw is None else orjson.loads(raw)  # type: ignore[no-any-return]
+
+    def _put(self, key: bytes, value: dict[str, Any] | None) -> None:
+        raw = None if value is None else orjson.dumps(value)
+        if raw is None:
+            self.table.pop(key, None)
+        else:
+            self.table[key] = raw
+        self.batch.changes[key] = raw
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    def _restore(self) -> None:
+        commit = self._get(self._key("commit", "last"))
+        if commit is not None:
+            self.applied.update(commit["applied"])
+            self.outputs = commit["outputs"]
+            self.counts = commit["counts"]
+            for key, value in commit["changes"].items():
+                raw = None if value is None else value.encode()
+                if raw is None:
+                    self.table.pop(key.encode(), None)
+                else:
+                    self.table[key.encode()] = raw
+                self.batch.changes[key.encode()] = raw
+        skip = len(self._prefix)
+        for key in [k for k in self.table if k.startswith(self._prefix)]:
+            kind, _, ident_b = key[skip:].partition(b"|")
+            ident = ident_b.decode()
+            value = self._get(key)
+            if value is None:
+                continue
+            if kind == b"e":
+                if value["s"] == "w":
+                    heapq.heappush(self._due, (value["ts"] + self._horizon, ident))
+                else:
+                    heapq.heappush(self._gc, (value["at"] + self._horizon, ident))
+            elif kind == b"l":
+                self._orphans[ident] = (value["ts"], value["at"])
+
+    def take_gaps(self) -> set[str]:
+        """Topics on which a record ahead of a gap was skipped since the last call."""
+        gaps, self._gaps = self._gaps, set()
+        return gaps
+
+    def suppress(self, examples: set[str], deadletters: set[tuple[str, int]]) -> None:
+        """Outputs already acknowledged past the commit's positions: do not emit them again."""
+        self.emitted_examples |= examples
+        self.emitted_deadletters |= deadletters
+
+    def entity(self, entity_id: str) -> EntityState:
+        state = self._entities.get(entity_id)
+        if state is None:
+            data = self._get(self._key("f", entity_id))
+            state = self._entity_spec.new() if data is None else self._entity_spec.load(data)
+            self._entities[entity_id] = state
+        return state
+
+    # -- outputs --------------------------------------------------------------------
+
+    def _reject(
+        self, topic: str, offset: int, key: bytes | None, raw: bytes | None, exc: RecordError
+    ) -> None:
+        self._count(f"{REJECTED}{topic}.{exc.reason.value}")
+        self.health.observe_reject(exc.reason.value)
+        if (topic, offset) in self.emitted_deadletters:
+            return
+        self.batch.deadletters.append(
+            Deadletter(key, raw, exc.reason, exc.detail, topic, self.partition, offset)
+        )
+
+    def _emit(
+        self,
+        event_id: str,
+        record: dict[str, Any],
+        label: float,
+        observed: bool,
+        label_ts: datetime | None,
+    ) -> None:
+        self._count("examples")
+        self._count("examples_labelled" if observed else "examples_defaulted")
+        self.health.observe_example(observed)
+        if event_id in self.emitted_examples:
+            return
+        example = Example(
+            event_id=event_id,
+            entity_id=record["en"],
+            ts=datetime.fromtimestamp(record["ts"], UTC),
+            features=record["f"],
+            label=label,
+            label_observed=observed,
+            label_ts=label_ts,
+            imputed=tuple(record["i"]),
+        )
+        self.batch.examples.append((event_id, record["en"].encode(), example.to_json()))
+
+    # -- records --------------------------------------------------------------------
+
+    def _next(self, topic: str, offset: int) -> bool:
+        """Whether ``offset`` is the next record to apply (then it counts as applied).
+
+        Records already applied (a replay after a crash or a rebalance) are skipped, and
+        so is a record ahead of a gap (faust may hand over a prefetched record first):
+        the gap is reported by :meth:`take_gaps` so the worker seeks back to it.
+        """
+        applied = self.applied[topic]
+        if offset <= applied or (applied >= 0 and offset != applied + 1):
+            if offset > applied and topic not in self._gaps:
+                self._gaps.add(topic)
+                log.warning(
+                    "partition %d: %s offset %d is ahead of %d; seeking back",
+                    self.partition,
+                    topic,
+                    offset,
+                    applied + 1,
+                )
+            return False
+        self.applied[topic] = offset
+        return True
+
+    def on_event(self, offset: int, key: bytes | None, raw: bytes | None, now: datetime) -> None:
+        if not self._next(EVENTS, offset):
+            return
+        self._count("events")
+        try:
+            event, features, imputed = self._decoder.event(key, raw, now)
+        except RecordError as exc:
+            self._count("deadlettered")
+            self._reject(EVENTS, offset, key, raw, exc)
+            return
+        ekey = self._key("e", event.event_id)
+        if ekey in self.table:
+            self._count("duplicates")
+            return
+        self.health.observe_event(features, imputed)
+        entity = self.entity(event.entity_id)
+        served: Features = {**features, **entity.values()}
+        ts = _epoch(event.ts)
+        self._event_time = max(self._event_time, ts)
+        entity.on_event(ts)
+        self.batch.entities.add(event.entity_id)
+        record = {"s": "w", "ts": ts, "en": event.entity_id, "f": served, "i": list(imputed)}
+        self._put(ekey, record)
+        self._count("pending")
+        heapq.heappush(self._due, (ts + self._horizon, event.event_id))
+        orphan = self._get(self._key("l", event.event_id))
+        if orphan is not None:
+            self._orphans.pop(event.event_id, None)
+            self._put(self._key("l", event.event_id), None)
+            self._count("labels_waiting", -1)
+            self._resolve_label(event.event_id, record, orphan, now)
+
+    def on_label(self, offset: int, key: bytes | None, raw: bytes | None, now: datetime) -> None:
+        if not self._next(LABELS, offset):
+            return
+        self._count("labels")
+        try:
+            label = self._decoder.label(key, raw, now)
+        except RecordError as exc:
+            self._count("labels_deadlettered")
+            self._reject(LABELS, offset, key, raw, exc)
+            return
+        held: dict[str, Any] = {
+            "o": offset,
+            "ts": _epoch(label.ts),
+            "v": label.label,
+            "k": (key or b"").decode(),
+            "r": (raw or b"").decode(),
+            "at": now.timestamp(),
+        }
+        record = self._get(self._key("e", label.event_id))
+        if record is None:
+            okey = self._key("l", label.event_id)
+            if okey in self.table:
+                self._count("labels_duplicates")
+                return
+            self._put(okey, held)
+            self._count("labels_waiting")
+            self._orphans[label.event_id] = (held["ts"], held["at"])
+            return
+        self._resolve_label(label.event_id, record, held, now)
+
+    def _resolve_label(
+        self, event_id: str, record: dict[str, Any], held: dict[str, Any], now: datetime
+    ) -> None:
+        if record["s"] == "w" and held["ts"] > record["ts"] + self._horizon:
+            self._expire(event_id, record, now)
+            record = self._get(self._key("e", event_id)) or record
+        if record["s"] == "w":
+            label_ts = datetime.fromtimestamp(held["ts"], UTC)
+            self._emit(event_id, record, held["v"], True, label_ts)
+            self._put(self._key("e", event_id), {"s": "l", "at": now.timestamp()})
+            heapq.heappush(self._gc, (now.timestamp() + self._horizon, event_id))
+            self._count("pending", -1)
+            self._count("labels_joined")
+            entity = self.entity(record["en"])
+            entity.on_label(held["ts"], held["v"])
+            self.batch.entities.add(record["en"])
+        elif record["s"] == "l":
+            self._count("labels_duplicates")
+        else:
+            self._count("labels_deadlettered")
+            self._count("labels_late")
+            exc = RecordError(Reason.EXPIRED_EVENT, f"event {event_id} passed its label horizon")
+            self._reject(LABELS, held["o"], held["k"].encode(), held["r"].encode(), exc)
+
+    def _expire(self, event_id: str, record: dict[str, Any], now: datetime) -> None:
+        self._count("pending", -1)
+        label = self.spec.label
+        if label.on_missing == "default" and label.default is not None:
+            self._emit(event_id, record, float(label.default), False, None)
+        else:
+            self._count("dropped")
+        self._put(self._key("e", event_id), {"s": "h", "at": now.timestamp()})
+        heapq.heappush(self._gc, (now.timestamp() + self._horizon, event_id))
+
+    def tick(self, now: datetime) -> None:
+        """Apply the label horizon, forget old markers, give up on orphan labels."""
+        t = now.timestamp()
+        while self._due and self._due[0][0] < t:
+            _, event_id = heapq.heappop(self._due)
+            record = self._get(self._key("e", event_id))
+            if record is not None and record["s"] == "w":
+                self._expire(event_id, record, now)
+        while self._gc and self._gc[0][0] < t:
+            _, event_id = heapq.heappop(self._gc)
+            record = self._get(self._key("e", event_id))
+            if record is not None and record["s"] != "w" and record["at"] + self._horizon < t:
+                self._put(self._key("e", event_id), None)
+        # A waiting label gives up once events read on this partition are well past its
+        # time (a backlog of events may be read after the labels), or after a horizon.
+        patience = max(ORPHAN_GRACE, self._horizon)
+        for event_id, (label_ts, arrived) in list(self._orphans.items()):
+            if label_ts + ORPHAN_GRACE >= self._event_time and arrived + patience >= t:
+                continue
+            del self._orphans[event_id]
+            okey = self._key("l", event_id)
+            held = self._get(okey)
+            if held is None:
+                continue
+            self._put(okey, None)
+            self._count("labels_waiting", -1)
+            self._count("labels_deadlettered")
+            exc = RecordError(Reason.UNKNOWN_EVENT, f"no event {event_id} on this partition")
+            self._reject(LABELS, held["o"], held["k"].encode(), held["r"].encode(), exc)
+
+    # -- commit ---------------------------------------------------------------------
+
+    def feature_rows(self) -> list[tuple[str, dict[str, FeatureValue], datetime]]:
+        """The online-store rows of the entities this batch touched."""
+        rows = []
+        for entity_id in self.batch.entities:
+            state = self.entity(entity_id)
+            self._put(self._key("f", entity_id), state.data)
+            rows.append((entity_id, state.values(), state.as_of))
+        return rows
+
+    def commit_record(
+        self, outputs: dict[str, int]
+    ) -> tuple[bytes, bytes, list[tuple[bytes, bytes | None]]]:
+        """The commit message and the keys to write after it; resets the batch."""
+        self.outputs.update(outputs)
+        changes = self.batch.changes
+        record = {
+            "applied": self.applied,
+            "outputs": self.outputs,
+            "counts": self.counts,
+            "changes": {k.decode(): None if v is None else v.decode() for k, v in changes.items()},
+        }
+        ckey = self._key("commit", "last")
+        raw = orjson.dumps(record)
+        self.table[ckey] = raw
+        self.batch = Batch()
+        return ckey, raw, list(changes.items())
+
+    @property
+    def dirty(self) -> bool:
+        b = self.batch
+        return bool(b.changes or b.examples or b.deadletters or b.entities)

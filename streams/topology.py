@@ -1,0 +1,110 @@
+"""The faust app: one agent reads ``events`` and ``labels`` together, in batches.
+
+Both topics are keyed by entity and co-partitioned, so partition ``p`` of each lands
+on the same worker, with partition ``p`` of the ``state`` table (changelog-backed,
+restored by faust on assignment). Workers of one deployment form one consumer group
+and share the partitions. The records' bytes reach :class:`~streams.runtime.Runtime`
+untouched, so a bad record can be deadlettered as it arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from loopline.settings import Settings
+from streams.runtime import Runtime
+
+log = logging.getLogger("loopline.streams")
+
+BATCH_MAX = 2000
+BATCH_WITHIN = 0.5
+TICK_SECONDS = 0.5
+MAX_FETCH_BYTES = 64 * 1024 * 1024
+
+
+def app_id(settings: Settings) -> str:
+    return f"{settings.topic_prefix}streams"
+
+
+def build_app(settings: Settings) -> faust.App:
+    """A faust app for these settings (``streams.app.app`` is built from the environment)."""
+    spec = settings.load_spec()
+    datadir = settings.state_dir / "streams"
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id(settings),
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=0.5,
+        broker_max_poll_interval=300.0,
+        consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=MAX_FETCH_BYTES,
+        producer_max_request_size=MAX_FETCH_BYTES,
+        web_enabled=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        datadir=str(datadir),
+    )
+    source = app.topic(
+        settings.topic("events"),
+        settings.topic("labels"),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    table = app.Table("state", key_type=bytes, value_type=bytes, partitions=settings.partitions)
+
+    async def seek(topic: str, partition: int, offset: int) -> None:
+        await app.consumer.seek(TP(topic, partition), offset)
+
+    runtime = Runtime(settings, spec, table.data, table.changelog_topic.get_topic_name(), seek)
+
+    @app.agent(source)
+    async def pipeline(stream: Any) -> AsyncIterator[None]:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            await runtime.process(
+                (m.topic, m.partition, m.offset, m.key, m.value)
+                for m in (e.message for e in events)
+            )
+            yield None
+
+    def assigned() -> set[int]:
+        """Partitions held once the group is stable and the table restored, else none."""
+        recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
+        if app.rebalancing or app.in_recovery or not recovery.completed.is_set():
+            return set()
+        events = settings.topic("events")
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == events}
+
+    @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]
+    async def tick() -> None:
+        await runtime.tick(assigned())
+
+    async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        events = settings.topic("events")
+        await runtime.revoke(tp.partition for tp in revoked if tp.topic == events)
+
+    async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
+        # Partitions this worker no longer holds must not keep stale state.
+        events = settings.topic("events")
+        held = {tp.partition for tp in assigned if tp.topic == events}
+        await runtime.revoke([p for p in list(runtime.partitions) if p not in held])
+
+    def on_shutdown(sender: Any, **_: Any) -> None:
+        runtime.close()
+
+    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
+    app.on_before_shutdown.connect(on_shutdown)  # type: ignore[arg-type]
+
+    return app

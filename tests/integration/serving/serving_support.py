@@ -1,0 +1,103 @@
+"""Running serving and the pusher inside a test, and feeding them records."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
+
+import uvicorn
+from confluent_kafka import Producer
+
+from loopline.checkpoints import CheckpointStore
+from loopline.contracts import CheckpointManifest, Example
+from loopline.devstack import free_port
+from loopline.kafka import producer_config
+from loopline.settings import Settings
+from loopline.spec import Spec
+from pusher.worker import Pusher
+from serving.app import Service, build_service, create_app
+
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def store_of(settings: Settings) -> CheckpointStore:
+    return CheckpointStore(
+        settings.checkpoint_dir, settings.signing_key.get_secret_value().encode()
+    )
+
+
+def produce(settings: Settings, topic: str, records: Sequence[tuple[str, bytes]]) -> None:
+    producer = Producer(producer_config(settings))
+    for key, value in records:
+        producer.produce(settings.topic(topic), value, key.encode())
+    assert producer.flush(20) == 0
+
+
+def publish_examples(settings: Settings, rows: Sequence[Example]) -> None:
+    produce(settings, "examples", [(r.entity_id, r.to_json()) for r in rows])
+
+
+def announce(settings: Settings, *manifests: CheckpointManifest) -> None:
+    produce(settings, "checkpoints", [(m.model_name, m.to_json()) for m in manifests])
+
+
+@contextmanager
+def serving(settings: Settings, spec: Spec) -> Iterator[tuple[str, Service]]:
+    """Serving under uvicorn on a free port; yields its base URL and the service."""
+    service = build_service(settings, spec)
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(service),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws="none",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, "serving to start")
+    try:
+        yield f"http://127.0.0.1:{port}", service
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@contextmanager
+def pusher(settings: Settings, spec: Spec) -> Iterator[Pusher]:
+    worker = Pusher(settings, spec, tick_seconds=0.1)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        stop.set()
+        thread.join(15)
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes ``loopline`` commands act on this test's deployment."""
+    return {
+        "LOOPLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "LOOPLINE_REDIS_URL": settings.redis_url,
+        "LOOPLINE_TOPIC_PREFIX": settings.topic_prefix,
+        "LOOPLINE_CHECKPOINT_DIR": str(settings.checkpoint_dir),
+        "LOOPLINE_STATE_DIR": str(settings.state_dir),
+        "LOOPLINE_SPEC": str(settings.spec),
+    }

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from loopline.cli import app
+from loopline.errors import CheckpointError, LooplineError
+from loopline.routing import RampStatus, RoutingStore, serve_only, split
+from loopline.settings import Settings
+from loopline.spec import DEFAULT_SPEC, load_spec
+from pusher.ramp import start
+from tests.integration.serving.serving_support import cli_env, store_of
+from tests.unit.pusher.pusher_support import ConstantModel, save
+
+
+@pytest.fixture
+def routing(settings: Settings) -> RoutingStore:
+    store = RoutingStore(settings)
+    yield store  # type: ignore[misc]
+    store.close()
+
+
+def loopline(settings: Settings, *args: str) -> object:
+    result = CliRunner().invoke(app, list(args), env=cli_env(settings))
+    if result.exception is not None:
+        raise result.exception
+    return result.output
+
+
+def test_rollback_pin_and_kill_switch(settings: Settings, routing: RoutingStore) -> None:
+    spec = load_spec(DEFAULT_SPEC)
+    store = store_of(settings)
+    for cid in ("ck-1", "ck-2", "ck-bad"):
+        save(store, spec, cid, ConstantModel(0.1))
+        routing.record_verdict(cid, {"checkpoint_id": cid, "verdict": "qualified"})
+    blob = Path(settings.checkpoint_dir) / "ck-bad.model"
+    blob.write_bytes(blob.read_bytes() + b"x")
+    for cid in ("ck-1", "ck-2"):
+        routing.update(lambda t, _, c=cid: (serve_only(t, c, "test"), None), "test")  # type: ignore[misc]
+
+    loopline(settings, "rollback", "--reason", "bad numbers")
+    assert routing.table().champion == "ck-1" and routing.pinned() == "ck-1"
+    assert "bad numbers" in routing.table().reason
+    with pytest.raises(CheckpointError, match="sha256"):
+        loopline(settings, "pin", "ck-bad")
+    loopline(settings, "pin", "ck-2")
+    assert routing.table().checkpoint_ids == ("ck-2",) and routing.pinned() == "ck-2"
+    loopline(settings, "unpin")
+    assert routing.pinned() is None
+
+    loopline(settings, "kill-switch", "on", "--reason", "incident 7")
+    assert routing.kill_switch().on and routing.kill_switch().reason == "incident 7"
+    loopline(settings, "kill-switch", "off")
+    assert not routing.kill_switch().on
+    output = loopline(settings, "routes")
+    assert "ck-2" in str(output) and "kill switch: off" in str(output)
+
+
+def test_ramp_pause_resume_abort(settings: Settings, routing: RoutingStore) -> None:
+    spec = load_spec(DEFAULT_SPEC)
+    with pytest.raises(LooplineError, match="no ramp in progress"):
+        loopline(settings, "ramp", "pause")
+    ramp = start(spec, "ck-new", "ck-old")
+    routing.update(lambda t, _: (split(t, "ck-new", "ck-old", ramp.percent, "test"), ramp), "test")
+    loopline(settings, "ramp", "pause")
+    assert routing.ramp().status is RampStatus.PAUSED  # type: ignore[union-attr]
+    loopline(settings, "ramp", "resume")
+    assert routing.ramp().status is RampStatus.RAMPING  # type: ignore[union-attr]
+    loopline(settings, "ramp", "abort", "--reason", "not today")
+    assert routing.ramp().status is RampStatus.ABORTED  # type: ignore[union-attr]
+    assert routing.table().checkpoint_ids == ("ck-old",)
+    with pytest.raises(LooplineError, match="no ramp in progress"):
+        loopline(settings, "ramp", "resume")

@@ -1,0 +1,220 @@
+"""The join, dedup and horizon logic of one partition, without a broker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from loopline.errors import Reason
+from loopline.spec import DEFAULT_SPEC, Spec, load_spec
+from streams.health import HealthMonitor
+from streams.partition import ORPHAN_GRACE, PartitionState
+
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+GOOD = {"price": 12.5, "hour": 9, "device": "mobile"}
+DELIVERY = Path(__file__).parents[2] / "specs" / "delivery_eta.toml"
+
+
+def event(
+    event_id: str, entity: str = "u1", ts: datetime = NOW, features: dict[str, object] | None = None
+) -> tuple[bytes, bytes]:
+    record = {
+        "schema_version": 1,
+        "event_id": event_id,
+        "entity_id": entity,
+        "ts": ts.isoformat(),
+        "features": features or GOOD,
+    }
+    return entity.encode(), orjson.dumps(record)
+
+
+def label(
+    event_id: str, value: float, entity: str = "u1", ts: datetime = NOW
+) -> tuple[bytes, bytes]:
+    record = {
+        "schema_version": 1,
+        "event_id": event_id,
+        "entity_id": entity,
+        "ts": ts.isoformat(),
+        "label": value,
+    }
+    return entity.encode(), orjson.dumps(record)
+
+
+class Feed:
+    """Offsets per topic, like a partition of ``events`` and ``labels``."""
+
+    def __init__(self, spec: Spec, table: dict[bytes, bytes] | None = None) -> None:
+        self.spec = spec
+        self.table: dict[bytes, bytes] = {} if table is None else table
+        self.state = PartitionState(0, spec, self.table, HealthMonitor(spec, NOW.timestamp()))
+        self.offsets = {
+            "events": self.state.applied["events"] + 1,
+            "labels": self.state.applied["labels"] + 1,
+        }
+
+    def event(self, record: tuple[bytes, bytes], now: datetime = NOW) -> None:
+        self.state.on_event(self.offsets["events"], *record, now)
+        self.offsets["events"] += 1
+
+    def label(self, record: tuple[bytes, bytes], now: datetime = NOW) -> None:
+        self.state.on_label(self.offsets["labels"], *record, now)
+        self.offsets["labels"] += 1
+
+    def balanced(self) -> bool:
+        c = self.state.counts
+        events = sum(
+            c.get(n, 0) for n in ("examples", "deadlettered", "duplicates", "pending", "dropped")
+        )
+        labels = sum(
+            c.get(n, 0)
+            for n in ("labels_joined", "labels_deadlettered", "labels_duplicates", "labels_waiting")
+        )
+        return c.get("events", 0) == events and c.get("labels", 0) == labels
+
+
+@pytest.fixture
+def spec() -> Spec:
+    return load_spec(DEFAULT_SPEC)
+
+
+def horizon(spec: Spec) -> timedelta:
+    return timedelta(seconds=spec.label.horizon_seconds)
+
+
+def test_a_label_joins_its_event_with_the_features_served_at_event_time(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.event(event("e1"))
+    feed.event(event("e2", ts=NOW + timedelta(seconds=5)))
+    feed.label(label("e2", 1))
+    (only,) = feed.state.batch.examples
+    example = orjson.loads(only[2])
+    assert example["event_id"] == "e2" and example["label"] == 1 and example["label_observed"]
+    assert example["features"]["impressions_1h"] == 1  # e1, seen before e2
+    assert example["features"]["seconds_since_last"] is None  # one event was known when e2 came
+    assert example["imputed"] == ["category", "recent_views", "discount"]
+    assert feed.state.counts["pending"] == 1 and feed.balanced()
+
+
+def test_duplicates_of_events_and_labels_are_counted_not_emitted(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.event(event("e1"))
+    feed.event(event("e1"))
+    feed.label(label("e1", 0))
+    feed.label(label("e1", 1))
+    assert len(feed.state.batch.examples) == 1
+    assert feed.state.counts["duplicates"] == 1 and feed.state.counts["labels_duplicates"] == 1
+    assert feed.balanced()
+
+
+def test_the_horizon_applies_the_default_and_a_late_label_is_deadlettered(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.event(event("e1"))
+    later = NOW + horizon(spec) + timedelta(seconds=1)
+    feed.state.tick(later)
+    example = orjson.loads(feed.state.batch.examples[0][2])
+    assert example["label"] == spec.label.default and not example["label_observed"]
+    feed.label(label("e1", 1), now=later)
+    (dead,) = feed.state.batch.deadletters
+    assert dead.reason is Reason.EXPIRED_EVENT and dead.topic == "labels"
+    assert feed.state.counts["labels_late"] == 1 and feed.balanced()
+
+
+def test_a_label_stamped_after_the_horizon_is_late_even_if_it_arrives_first(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.event(event("e1"))
+    feed.label(label("e1", 1, ts=NOW + horizon(spec) + timedelta(seconds=1)))
+    assert orjson.loads(feed.state.batch.examples[0][2])["label_observed"] is False
+    assert feed.state.batch.deadletters[0].reason is Reason.EXPIRED_EVENT
+    assert feed.balanced()
+
+
+def test_on_missing_drop_drops_and_counts(tmp_path: Path) -> None:
+    spec = load_spec(DELIVERY)
+    feed = Feed(spec)
+    features = {"distance_km": 10.0, "carrier": "post", "express": False}
+    feed.event(event("d1", "depot1", features=features))
+    feed.state.tick(NOW + horizon(spec) + timedelta(seconds=1))
+    assert feed.state.batch.examples == []
+    assert feed.state.counts["dropped"] == 1 and feed.balanced()
+
+
+def test_a_label_that_overtakes_its_event_waits_for_it(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.label(label("e1", 1))
+    assert feed.state.counts["labels_waiting"] == 1
+    feed.event(event("e1"))
+    assert orjson.loads(feed.state.batch.examples[0][2])["label"] == 1
+    assert feed.state.counts["labels_waiting"] == 0 and feed.balanced()
+
+
+def test_a_label_for_no_event_waits_until_events_read_are_past_it(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.label(label("ghost", 1))
+    feed.state.tick(NOW + timedelta(seconds=ORPHAN_GRACE * 2))
+    assert feed.state.batch.deadletters == []  # no event read since: it may be in a backlog
+    feed.event(event("e1", ts=NOW + timedelta(seconds=ORPHAN_GRACE + 1)))
+    feed.state.tick(NOW)
+    (dead,) = feed.state.batch.deadletters
+    assert dead.reason is Reason.UNKNOWN_EVENT and dead.value == label("ghost", 1)[1]
+    assert feed.balanced()
+
+
+def test_a_label_for_no_event_gives_up_after_a_horizon(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.label(label("ghost", 1))
+    feed.state.tick(datetime.now(UTC) + horizon(spec) + timedelta(seconds=1))
+    assert feed.state.batch.deadletters[0].reason is Reason.UNKNOWN_EVENT
+
+
+def test_bad_records_are_deadlettered_with_their_coordinates(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.event((b"u1", b"{nope"))
+    feed.event(event("e1", features={**GOOD, "hour": 99}))
+    feed.label((b"u1", b"[]"))
+    reasons = [(d.reason, d.topic, d.offset) for d in feed.state.batch.deadletters]
+    assert reasons == [
+        (Reason.MALFORMED_JSON, "events", 0),
+        (Reason.OUT_OF_RANGE, "events", 1),
+        (Reason.WRONG_TYPE, "labels", 0),
+    ]
+    assert feed.balanced()
+
+
+def test_restore_from_the_commit_record_replays_nothing_twice(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.event(event("e1"))
+    feed.event(event("e2"))
+    feed.state.feature_rows()
+    _, record, changes = feed.state.commit_record({"examples": 7})
+    # A crash after the commit record but before its keys: only the record survives.
+    survived = {k: v for k, v in feed.table.items() if k.endswith(b"commit|last")}
+    assert survived[b"0|commit|last"] == record and changes
+    again = Feed(spec, survived)
+    assert again.state.counts == feed.state.counts and again.state.outputs == {"examples": 7}
+    again.state.on_event(1, *event("e2"), NOW)  # replayed: already applied
+    again.label(label("e1", 1))
+    assert again.state.counts.get("duplicates", 0) == 0
+    assert [orjson.loads(x[2])["event_id"] for x in again.state.batch.examples] == ["e1"]
+    assert again.balanced()
+
+
+def test_outputs_found_after_a_crash_are_not_emitted_again(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.state.suppress({"e1"}, {("events", 1)})
+    feed.event(event("e1"))
+    feed.event((b"u1", b"{nope"))
+    feed.label(label("e1", 1))
+    assert feed.state.batch.examples == [] and feed.state.batch.deadletters == []
+    assert feed.state.counts["examples"] == 1 and feed.state.counts["deadlettered"] == 1
+
+
+def test_a_record_ahead_of_a_gap_waits_for_the_gap(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.state.on_event(0, *event("e1"), NOW)
+    feed.state.on_event(5, *event("e5"), NOW)  # prefetched ahead of a seek
+    feed.state.on_event(1, *event("e2"), NOW)
+    assert feed.state.applied["events"] == 1 and feed.state.counts["events"] == 2
