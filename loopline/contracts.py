@@ -308,7 +308,7 @@ class Window:
 class CheckpointManifest(_Record):
     """What a checkpoint holds, how it was made and how to verify it.
 
-    ``signature`` is the HMAC-SHA256 of every other field (see ``loopline.signing``).
+    ``signature`` is the HMAC-SHA256 of every other field (see ``loopline.checkpoints``).
     """
 
     checkpoint_id: str

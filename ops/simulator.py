@@ -218,5 +218,6 @@ def run_traffic(
                 on_tick(report, elapsed)
                 next_tick += 1.0
             time.sleep(0.005)
-    raw.flush(settings.publish_timeout_seconds)
+    undelivered = raw.flush(settings.publish_timeout_seconds)
+    report.broken -= undelivered
     return report

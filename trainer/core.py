@@ -99,6 +99,7 @@ class Trainer:
                 self.position,
             )
             self.checkpointer.announce(restored.manifest)
+        self.exporter.count_from(self.learner.counts)
         if replays and self._replay_pending(replays[-1]):
             self._replay(replays[-1])
         config = consumer_config(
@@ -298,6 +299,7 @@ class Trainer:
             if consumer is not None and self._assigned and not was_paused:
                 consumer.resume(self._assigned)
         self.learner = restored.learner
+        self.exporter.count_from(self.learner.counts)
         self.parent = restored.manifest
         self.lineage = replay_lineage(command.command_id)
         self._dirty = True

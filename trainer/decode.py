@@ -16,7 +16,7 @@ from datetime import datetime
 
 import orjson
 
-from loopline.contracts import SCHEMA_VERSION, Example, Features
+from loopline.contracts import MAX_RECORD_BYTES, SCHEMA_VERSION, Example, Features
 
 _NUMBER = (int, float)
 _VALUE_TYPES = frozenset((int, float, str, bool, type(None)))
@@ -29,9 +29,14 @@ def decode(raw: bytes | None) -> Decoded:
     try:
         obj = orjson.loads(raw or b"")
         event_id, ts_text = obj["event_id"], obj["ts"]
-        features, label = obj["features"], obj["label"]
+        features, label, version = obj["features"], obj["label"], obj["schema_version"]
+        entity_id = obj["entity_id"]
         if (
-            obj["schema_version"] == SCHEMA_VERSION
+            type(version) is int
+            and version == SCHEMA_VERSION
+            and len(raw or b"") <= MAX_RECORD_BYTES
+            and type(entity_id) is str
+            and entity_id
             and type(event_id) is str
             and event_id
             and type(ts_text) is str

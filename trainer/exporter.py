@@ -60,6 +60,11 @@ class Exporter:
         )
         self._exported = Counts()
 
+    def count_from(self, counts: Counts) -> None:
+        """Count only what is learned from here on: a restored checkpoint's examples were
+        counted by the process that learned them."""
+        self._exported = Counts(**counts.as_dict())
+
     def counts(self, counts: Counts) -> None:
         for outcome, value in counts.as_dict().items():
             delta = value - getattr(self._exported, outcome)
