@@ -21,7 +21,7 @@ from streams.runtime import Runtime
 
 log = logging.getLogger("loopline.streams")
 
-BATCH_MAX = 2000
+BATCH_MAX = 5000
 BATCH_WITHIN = 0.5
 TICK_SECONDS = 0.5
 MAX_FETCH_BYTES = 64 * 1024 * 1024
