@@ -21,6 +21,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from loopline import accounting
 from loopline.contracts import CommandKind
 from loopline.control import make_command, read_all, send
 from loopline.devstack import LocalStack
@@ -158,7 +159,12 @@ def run_demo(settings: Settings, seconds: float, rate: float, console: Console) 
     console.print(f"workers: {', '.join(workers) or 'none installed'}")
     logs = settings.state_dir / "demo"
     url = f"http://{settings.serving_host}:{settings.serving_port}/predict"
-    with running_workers(settings, workers, logs) as procs, httpx.Client(timeout=2.0) as client:
+    # One request every 5 s would race uvicorn's 5 s keep-alive timeout: fresh connections.
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    with (
+        running_workers(settings, workers, logs) as procs,
+        httpx.Client(timeout=2.0, limits=fresh) as client,
+    ):
         time.sleep(2.0)
         started = datetime.now(UTC)
         burst = (
@@ -197,6 +203,16 @@ def run_demo(settings: Settings, seconds: float, rate: float, console: Console) 
         table.add_row(key, str(value))
     for topic, size in topic_sizes(settings).items():
         table.add_row(f"records on {settings.topic(topic)}", str(size))
+    books = accounting.read(settings)
+    outcomes = ", ".join(f"{name} {books.get(name)}" for name in accounting.EVENT_OUTCOMES)
+    balanced = books.events_balance == 0 and books.labels_balance == 0
+    table.add_row("events read by the streams", f"{books.get('events')}: {outcomes}")
+    table.add_row(
+        "books balance",
+        "yes"
+        if balanced
+        else f"no: events {books.events_balance:+d}, labels {books.labels_balance:+d}",
+    )
     table.add_row("serving now answers", final)
     console.print(table)
     console.print(f"worker logs: {logs}; stop the stack with `loopline dev down`")

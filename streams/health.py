@@ -6,6 +6,10 @@ and each numeric feature's mean and spread. A window that moves too far from the
 of the last ``health.baseline_windows`` healthy windows is a breach; the first breach
 of an incident yields the evidence for an auto-pause, and the breached window is kept
 out of the baseline. Thresholds come from the spec's ``[health]`` section.
+
+The label rate is judged only on windows that start one label horizon after the
+monitor: before that, examples are the labels that came early (clicks, say), not yet
+the defaults the horizon brings, and the rate would look wrong for a healthy stream.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ class HealthMonitor:
         self.baseline: deque[Window] = deque(maxlen=self.health.baseline_windows)
         self.in_breach = False
         self.last: dict[str, Any] = {}
+        self.labels_settled_at = now + spec.label.horizon_seconds
 
     def observe_event(self, features: Features, imputed: tuple[str, ...]) -> None:
         w = self.window
@@ -146,8 +151,9 @@ class HealthMonitor:
                             "mean_shift_sigmas", shift, base_mean, h.max_mean_shift_sigmas, name
                         )
                     )
-        rates = [r for b in base if (r := b.label_rate()) is not None]
-        rate = w.label_rate()
+        settled = self.labels_settled_at
+        rates = [r for b in base if b.start >= settled and (r := b.label_rate()) is not None]
+        rate = w.label_rate() if w.start >= settled else None
         if rates and rate is not None:
             base_rate = sum(rates) / len(rates)
             if base_rate > 0 and abs(rate - base_rate) / base_rate > h.max_label_rate_change:

@@ -112,3 +112,25 @@ def test_accounting_balances() -> None:
     )
     assert books.events_balance == 0 and books.labels_balance == 0
     assert books.rejected == {"events.too_old": 1}
+
+
+def test_label_rate_is_not_judged_before_the_horizon_has_passed(spec: Spec) -> None:
+    monitor = HealthMonitor(spec, T)
+    window, now = spec.health.window_seconds, T
+
+    def run_window(events: int, labelled: int) -> dict[str, object] | None:
+        nonlocal now
+        for i in range(events):
+            monitor.observe_event({"price": 10.0, "hour": 9}, ())
+            monitor.observe_example(observed=i < labelled)
+        now += window
+        return monitor.tick(now)
+
+    # Before the horizon only early (observed) labels arrive: a rate of 1, then a drop.
+    while now + window < T + spec.label.horizon_seconds:
+        assert run_window(100, 100) is None
+    for _ in range(spec.health.baseline_windows):
+        assert run_window(100, 5) is None  # settled: ~5% labelled, no alarm
+    evidence = run_window(100, 60)  # a real change in the label rate after settling
+    assert evidence is not None
+    assert [b["check"] for b in evidence["breaches"]] == ["label_rate_change"]
