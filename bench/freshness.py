@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import sys
@@ -184,18 +183,7 @@ def main() -> None:
             checkpoint_dir=Path(tmp) / "checkpoints",
             serving_port=port,
         )
-        env = os.environ | {
-            f"LOOPLINE_{k.upper()}": str(getattr(settings, k))
-            for k in (
-                "kafka_bootstrap",
-                "redis_url",
-                "topic_prefix",
-                "state_dir",
-                "checkpoint_dir",
-                "serving_port",
-            )
-        }
-        env["LOOPLINE_LOG_LEVEL"] = "WARNING"
+        env = settings.replace(log_level="WARNING").process_env()
         workers: list[subprocess.Popen[bytes]] = []
         stop = threading.Event()
         try:

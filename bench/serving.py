@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import socket
 import subprocess
@@ -271,19 +270,7 @@ def main() -> None:
         try:
             create_topics(settings)
             model, online = prepare(settings)
-            env = {**os.environ, "LOOPLINE_LOG_LEVEL": "WARNING"} | {
-                f"LOOPLINE_{k.upper()}": str(v)
-                for k, v in settings.model_dump().items()
-                if k
-                in (
-                    "kafka_bootstrap",
-                    "redis_url",
-                    "topic_prefix",
-                    "state_dir",
-                    "checkpoint_dir",
-                    "serving_port",
-                )
-            }
+            env = settings.replace(log_level="WARNING").process_env()
             server = subprocess.Popen(
                 [sys.executable, "-c", "from loopline.cli import main; main()", "run", "serving"],
                 env=env,

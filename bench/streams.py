@@ -158,12 +158,7 @@ def main() -> None:
                 flush=True,
             )
 
-            env.update(
-                LOOPLINE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-                LOOPLINE_TOPIC_PREFIX=settings.topic_prefix,
-                LOOPLINE_STATE_DIR=str(settings.state_dir),
-                LOOPLINE_REDIS_URL=settings.redis_url,
-            )
+            env = settings.process_env()
             code = "from loopline.cli import main; main()"
             pipeline = spawn(
                 [sys.executable, "-c", code, "run", "streams"], env, tmp / "streams.log"

@@ -135,5 +135,19 @@ class Settings(BaseSettings):
     def load_spec(self) -> Spec:
         return load_spec(self.spec)
 
+    def to_env(self) -> dict[str, str]:
+        """The ``LOOPLINE_*`` variables that make :meth:`from_env` read these settings back."""
+        values = self.model_dump(mode="json")
+        values["signing_key"] = self.signing_key.get_secret_value()
+        if self.serving_token is not None:
+            values["serving_token"] = self.serving_token.get_secret_value()
+        return {ENV_PREFIX + k.upper(): str(v) for k, v in values.items() if v is not None}
+
+    def process_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """An environment for a child process with these settings: ``base`` (``os.environ``
+        by default) without its own ``LOOPLINE_*`` variables, plus :meth:`to_env`."""
+        base = os.environ if base is None else base
+        return {k: v for k, v in base.items() if not k.startswith(ENV_PREFIX)} | self.to_env()
+
     def replace(self, **changes: Any) -> Settings:
         return type(self).model_validate({**self.model_dump(), **changes})

@@ -8,7 +8,6 @@ for predictions as it goes, and ends with what each part of the loop did.
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 import time
@@ -47,7 +46,7 @@ def running_workers(
 ) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     """Each worker as ``loopline run <worker>``, logs in ``logs``; stopped on exit."""
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **_settings_env(settings)}
+    env = settings.process_env()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for worker in workers:
@@ -68,14 +67,6 @@ def running_workers(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-def _settings_env(settings: Settings) -> dict[str, str]:
-    values = settings.model_dump(mode="json")
-    values["signing_key"] = settings.signing_key.get_secret_value()
-    if settings.serving_token is not None:
-        values["serving_token"] = settings.serving_token.get_secret_value()
-    return {f"LOOPLINE_{k.upper()}": str(v) for k, v in values.items() if v is not None}
 
 
 def _ask_serving(client: httpx.Client, url: str) -> str:

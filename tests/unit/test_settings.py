@@ -57,3 +57,12 @@ def test_every_setting_documents_its_variable() -> None:
 def test_unknown_topic_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown topic"):
         Settings.from_env({}).topic("event")
+
+
+def test_settings_survive_the_environment_of_a_child_process() -> None:
+    settings = Settings.from_env(
+        {"LOOPLINE_SIGNING_KEY": "k", "LOOPLINE_SERVING_TOKEN": "t"}
+    ).replace(partitions=7)
+    env = settings.process_env({"PATH": "/bin", "LOOPLINE_PARTITIONS": "1"})
+    assert env["PATH"] == "/bin"
+    assert Settings.from_env({k: v for k, v in env.items() if k != "PATH"}) == settings

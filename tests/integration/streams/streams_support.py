@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -59,17 +58,7 @@ def to_toml(data: dict[str, Any], table: str = "") -> str:
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
-    env.update(
-        LOOPLINE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        LOOPLINE_REDIS_URL=settings.redis_url,
-        LOOPLINE_TOPIC_PREFIX=settings.topic_prefix,
-        LOOPLINE_SPEC=str(settings.spec),
-        LOOPLINE_STATE_DIR=str(settings.state_dir),
-        LOOPLINE_PARTITIONS=str(settings.partitions),
-        LOOPLINE_LOG_LEVEL="INFO",
-    )
-    return env
+    return settings.replace(log_level="INFO").process_env()
 
 
 def start_worker(settings: Settings, name: str = "w") -> subprocess.Popen[bytes]:

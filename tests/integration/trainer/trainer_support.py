@@ -124,17 +124,8 @@ def spawn_trainer(
     settings: Settings, spec: Path, log: Path, metrics_port: int = 0
 ) -> subprocess.Popen[bytes]:
     """``loopline run trainer`` as a real process with the test's settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
-    env.update(
-        LOOPLINE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        LOOPLINE_REDIS_URL=settings.redis_url,
-        LOOPLINE_TOPIC_PREFIX=settings.topic_prefix,
-        LOOPLINE_CHECKPOINT_DIR=str(settings.checkpoint_dir),
-        LOOPLINE_STATE_DIR=str(settings.state_dir),
-        LOOPLINE_SPEC=str(spec),
-        LOOPLINE_METRICS_PORT=str(metrics_port),
-        PYTHONPATH=str(ROOT),
-    )
+    env = settings.replace(spec=spec, metrics_port=metrics_port).process_env()
+    env["PYTHONPATH"] = str(ROOT)
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-c", "from loopline.cli import main; main()", "run", "trainer"],
