@@ -137,14 +137,6 @@ def publish(
 
 
 @app.command()
-def status(ctx: typer.Context) -> None:
-    """Records held per topic."""
-    from loopline.kafka import topic_sizes
-
-    _table(topic_sizes(settings_of(ctx)), "records per topic")
-
-
-@app.command()
 def run(
     ctx: typer.Context, worker: Annotated[Worker, typer.Argument(help="Which worker to run.")]
 ) -> None:
@@ -177,9 +169,21 @@ def spec_check(ctx: typer.Context) -> None:
 
 
 def _merge_operator_commands() -> None:
-    from ops import demo_commands, serving_commands, streams_commands, training_commands
+    from ops import (
+        demo_commands,
+        serving_commands,
+        status_commands,
+        streams_commands,
+        training_commands,
+    )
 
-    for module in (demo_commands, streams_commands, training_commands, serving_commands):
+    for module in (
+        status_commands,
+        training_commands,
+        serving_commands,
+        streams_commands,
+        demo_commands,
+    ):
         if module.app.registered_commands or module.app.registered_groups:
             app.add_typer(module.app)
 

@@ -7,6 +7,9 @@ output is durable. Group timings make a join take seconds, not tens of seconds.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -54,6 +57,41 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         **overrides,
     }
     return config
+
+
+#: How often librdkafka hands a consumer its statistics (``stats_cb``): the scrape interval.
+STATS_INTERVAL_MS = 15_000
+
+
+def consumer_lag(stats: Mapping[str, Any]) -> int | None:
+    """Records past a consumer's position, summed over its assigned partitions.
+
+    ``stats`` is a librdkafka statistics object (what ``stats_cb`` receives, parsed).
+    A partition's end is its last stable offset (consumers read committed), its
+    position the offset after the last record handed to the application, else the
+    committed offset, else the log start. librdkafka refreshes the end of paused
+    partitions too. None while no assigned partition knows both.
+
+    >>> part = {"desired": True, "ls_offset": 120, "hi_offset": 120, "app_offset": 100,
+    ...         "committed_offset": 90, "lo_offset": 0}
+    >>> consumer_lag({"topics": {"t": {"partitions": {"0": part, "-1": {}}}}})
+    20
+    >>> consumer_lag({"topics": {}}) is None
+    True
+    """
+    total, known = 0, False
+    for topic in stats.get("topics", {}).values():
+        for partition, p in topic.get("partitions", {}).items():
+            if partition == "-1" or not p.get("desired"):  # -1: librdkafka's unassigned queue
+                continue
+            end = p["ls_offset"] if p["ls_offset"] >= 0 else p["hi_offset"]
+            offsets = (p["app_offset"], p["committed_offset"], p["lo_offset"])
+            position = next((o for o in offsets if o >= 0), None)
+            if end < 0 or position is None:
+                continue
+            total += max(0, end - position)
+            known = True
+    return total if known else None
 
 
 def admin(bootstrap: str) -> AdminClient:
@@ -166,3 +204,96 @@ def topic_sizes(
         ) from None
     finally:
         consumer.close()
+
+
+def group_lag(
+    settings: Settings, group: str, names: tuple[str, ...], timeout: float = 10.0
+) -> dict[str, int]:
+    """Records on each topic not yet committed by consumer group ``group``.
+
+    A partition the group never committed counts whole: nothing of it is processed.
+    """
+    consumer = Consumer(consumer_config(settings, group_id=group))
+    try:
+        lag: dict[str, int] = {}
+        for name in names:
+            topic = settings.topic(name)
+            ends = end_offsets(consumer, topic, timeout)
+            asked = [TopicPartition(topic, p) for p in ends]
+            committed = {tp.partition: tp.offset for tp in consumer.committed(asked, timeout)}
+            total = 0
+            for p, end in ends.items():
+                low = max(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout)[0], 0)
+                total += max(0, end - max(committed.get(p, -1), low))
+            lag[name] = total
+        return lag
+    except KafkaException as exc:
+        raise BrokerUnavailable(
+            f"cannot read the offsets of {group} from {settings.kafka_bootstrap}: {exc}"
+        ) from None
+    finally:
+        consumer.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+def read_tail(
+    settings: Settings, name: str, last: int | None = None, timeout: float = 15.0
+) -> list[Record]:
+    """The last ``last`` records of each partition of a topic (all with ``None``), in
+    partition then offset order; read without a consumer group, up to the end as of now."""
+    topic = settings.topic(name)
+    consumer = Consumer(consumer_config(settings, group_id=f"{settings.topic_prefix}inspect"))
+    deadline = time.monotonic() + timeout
+    try:
+        ends = end_offsets(consumer, topic, timeout)
+        starts = {}
+        for p, end in ends.items():
+            low = max(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout)[0], 0)
+            if end > low:
+                starts[p] = low if last is None else max(low, end - last)
+        consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
+        records: list[Record] = []
+        pending = {p for p in starts if starts[p] < ends[p]}
+        while pending:
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable(f"could not read {topic} to its end within {timeout:g}s")
+            for msg in consumer.consume(1000, 0.2):
+                partition, offset = msg.partition(), msg.offset()
+                if msg.error() is not None or partition is None or offset is None:
+                    continue
+                if offset < ends.get(partition, 0):
+                    records.append(
+                        Record(
+                            partition,
+                            offset,
+                            msg.timestamp()[1],
+                            msg.key(),
+                            msg.value(),
+                            _headers(msg.headers()),
+                        )
+                    )
+                if offset + 1 >= ends.get(partition, 0):
+                    pending.discard(partition)
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    except KafkaException as exc:
+        raise BrokerUnavailable(
+            f"cannot read {topic} from {settings.kafka_bootstrap}: {exc}"
+        ) from None
+    finally:
+        consumer.close()
+
+
+def _headers(raw: Any) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for name, value in raw or ():
+        out[name] = value.encode() if isinstance(value, str) else (value or b"")
+    return out

@@ -1,1 +1,1 @@
-"""Operator tooling: CLI command implementations, Prometheus rules, runbooks."""
+"""Operator tooling: CLI command implementations, Prometheus alerts, Grafana dashboard, runbook."""

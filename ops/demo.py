@@ -1,209 +1,410 @@
 """The yarn-shop demo: the whole loop on the local stack, narrated.
 
-Starts the local stack and every worker as its own process, publishes the shop's
-traffic (drift, late and missing labels, broken records, a bot burst), asks serving
-for predictions as it goes, and ends with what each part of the loop did.
+It starts the local stack and every worker as its own process, in a namespace of its
+own (topic prefix, Redis keys, checkpoints), so every run starts from nothing. The
+shop's traffic runs in a thread while the story moves through its chapters:
+
+1. the shop opens: features update, the first labels arrive, v1 learns and serves;
+2. bots flood the shop: the data-health monitor pauses training;
+3. the operator fences the burst off as an anomalous window and resumes;
+4. version 2 of the model is deployed (a new spec version, same features): its
+   checkpoints qualify and it ramps through the spec's stages while traffic goes on;
+5. the operator rolls it back, and serving answers from v1 again;
+6. the last labels' horizon passes, and the books are shown to balance.
+
+It ends with a summary table and a PNG of the run (``ops.demo_plot``).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from loopline import accounting
-from loopline.contracts import CommandKind
-from loopline.control import make_command, read_all, send
-from loopline.devstack import LocalStack
-from loopline.kafka import topic_sizes
+from loopline.contracts import utcnow
+from loopline.devstack import LocalStack, free_port, port_open
+from loopline.errors import LooplineError
+from loopline.routing import RampStatus
 from loopline.settings import Settings
-from ops.simulator import TrafficReport, run_traffic
+from ops.demo_narrate import clock, narrate
+from ops.demo_operator import Operator
+from ops.demo_plot import plot
+from ops.demo_probe import ServingProbe
+from ops.demo_spec import V2_MODEL, changes, write_specs
+from ops.demo_summary import Ending, summary_table
+from ops.demo_timeline import Mark, Timeline, TrafficSample
+from ops.demo_watch import Watch
+from ops.demo_workers import Workers, installed_workers
+from ops.simulator import TrafficThread
 
-WORKERS = ("streams", "trainer", "pusher", "serving")
-BOT_WINDOW = (
-    0.6,
-    0.75,
-)  # share of the run during which bots flood the shop (after the monitor warms up)
-OPERATOR = "demo-operator"
-
-
-def installed_workers() -> list[str]:
-    return [w for w in WORKERS if importlib.util.find_spec(f"{w}.main") is not None]
-
-
-@contextmanager
-def running_workers(
-    settings: Settings, workers: list[str], logs: Path
-) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
-    """Each worker as ``loopline run <worker>``, logs in ``logs``; stopped on exit."""
-    logs.mkdir(parents=True, exist_ok=True)
-    env = settings.process_env()
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    try:
-        for worker in workers:
-            with (logs / f"{worker}.log").open("ab") as log:
-                procs[worker] = subprocess.Popen(
-                    [sys.executable, "-m", "loopline", "run", worker],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-        yield procs
-    finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+TICK_SECONDS = 1.0
+STATUS_EVERY = 10  # ticks between two status lines
 
 
-def _ask_serving(client: httpx.Client, url: str) -> str:
-    try:
-        response = client.post(
-            url,
-            json={
-                "entity_id": "user-1",
-                "features": {"price": 18.0, "category": "alpaca", "hour": 12, "device": "desktop"},
-            },
-        )
-    except httpx.HTTPError as exc:
-        return f"serving not answering ({type(exc).__name__})"
-    if response.status_code != 200:
-        return f"serving said {response.status_code}"
-    body = response.json()
-    source = "fallback" if body.get("fallback") else f"model {body.get('model_version')}"
-    return f"p(click)={body.get('score', 0):.3f} from {source}"
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The demo's pace, in seconds. The bots come once the streams' data-health monitor
+    has its baseline (the spec's ``health`` windows), so that it can tell."""
+
+    rate: float = 100.0
+    burst: float = 15.0
+    dwell_seconds: float = 10.0
+    max_traffic: float = 330.0  # also the span of the shop's drift
+    catch_up_timeout: float = 150.0
+    after_promotion: float = 8.0
+    probes_per_tick: int = 3  # few enough that guardrails never see min_samples
 
 
-class Operator:
-    """What an on-call engineer does during the demo: read the monitor's auto-pause,
-    fence off the bot burst once it is over, and resume training."""
+class Story:
+    """One demo run: ticks once a second, looking at the loop and narrating it."""
 
     def __init__(
-        self, settings: Settings, burst: tuple[datetime, datetime], console: Console
+        self,
+        settings: Settings,
+        plan: Plan,
+        console: Console,
+        progress: Progress,
+        workers: Workers,
+        run_dir: Path,
     ) -> None:
-        self.settings, self.burst, self.console = settings, burst, console
-        self.seen: set[str] = set()
-        self.paused_by_monitor = False
-        self.fenced = False
+        self.settings, self.plan, self.console = settings, plan, console
+        self.progress, self.workers, self.run_dir = progress, workers, run_dir
+        self.traffic = TrafficThread(settings, seconds=plan.max_traffic, rate=plan.rate)
+        self.timeline = Timeline(started=utcnow())
+        self.watch = Watch(settings, self.timeline)
+        self.probe = ServingProbe(settings)
+        self.operator = Operator(settings, console)
+        self.answers: Counter[str] = Counter()  # sampled since the last status line
+        self.ticks = 0
+        self._counted = (0, 0, time.monotonic())
+        self._dead: set[str] = set()
+        self._features_seen = False
+        self.books = accounting.Accounting()
 
-    def look(self) -> None:
-        for command in read_all(self.settings):
-            if command.command_id in self.seen:
-                continue
-            self.seen.add(command.command_id)
-            if command.kind is CommandKind.PAUSE and command.issued_by != OPERATOR:
-                breaches = ", ".join(
-                    b.get("check", "?") for b in command.evidence.get("breaches", [])
-                )
-                self.console.print(
-                    f"[yellow]auto-pause by {command.issued_by}: {breaches or command.reason}[/yellow]"
-                )
-                if self.fenced:  # the burst's own labels arrive a horizon later: known, fenced
-                    self._resume("after-effect of the fenced bot burst")
-                else:
-                    self.paused_by_monitor = True
-        now = datetime.now(UTC)
-        burst_over = now > self.burst[1] + timedelta(seconds=5)
-        if (
-            self.fenced
-            or not burst_over
-            or (not self.paused_by_monitor and now < self.burst[1] + timedelta(seconds=30))
-        ):
-            return
-        start, end = self.burst[0] - timedelta(seconds=5), self.burst[1] + timedelta(seconds=5)
-        args = {"start": start.isoformat(), "end": end.isoformat()}
-        send(
-            self.settings,
-            make_command(
-                CommandKind.MARK_ANOMALOUS, reason="bot burst", issued_by=OPERATOR, args=args
-            ),
-        )
-        self.fenced = True
-        self.console.print(
-            f"[cyan]operator: marked {start:%H:%M:%S}-{end:%H:%M:%S} anomalous (bot burst)[/cyan]"
-        )
-        self._resume("bot burst fenced off")
+    def close(self) -> None:
+        self.watch.close()
+        self.probe.close()
 
-    def _resume(self, reason: str) -> None:
-        send(self.settings, make_command(CommandKind.RESUME, reason=reason, issued_by=OPERATOR))
-        self.console.print(f"[cyan]operator: resumed training ({reason})[/cyan]")
+    def say(self, text: str) -> None:
+        self.console.print(f"[dim]{clock(self.timeline.started, utcnow())}[/dim] {text}")
 
+    # -- each second -----------------------------------------------------------------
 
-def run_demo(settings: Settings, seconds: float, rate: float, console: Console) -> None:
-    console.rule("[bold]Loopline demo: the yarn shop")
-    for name, state in LocalStack(settings).up().items():
-        console.print(f"[dim]{name}:[/dim] {state}")
-    workers = installed_workers()
-    console.print(f"workers: {', '.join(workers) or 'none installed'}")
-    logs = settings.state_dir / "demo"
-    url = f"http://{settings.serving_host}:{settings.serving_port}/predict"
-    # One request every 5 s would race uvicorn's 5 s keep-alive timeout: fresh connections.
-    fresh = httpx.Limits(max_keepalive_connections=0)
-    with (
-        running_workers(settings, workers, logs) as procs,
-        httpx.Client(timeout=2.0, limits=fresh) as client,
-    ):
-        time.sleep(2.0)
-        started = datetime.now(UTC)
-        burst = (
-            started + timedelta(seconds=seconds * BOT_WINDOW[0]),
-            started + timedelta(seconds=seconds * BOT_WINDOW[1]),
-        )
-        console.print(
-            f"traffic for {seconds:g}s at {rate:g}/s; bots from {burst[0]:%H:%M:%S} to {burst[1]:%H:%M:%S}"
-        )
-        operator = Operator(settings, burst, console)
+    def tick(self) -> None:
+        self.ticks += 1
+        news = self.watch.poll()
+        narrate(self.console, self.watch, news)
+        self.operator.look(news.commands)
+        self._sample_traffic()
+        self.answers.update(self.probe.sample(self.plan.probes_per_tick))
+        if self.ticks % STATUS_EVERY == 0:
+            self._status()
+        for name in set(self.workers.stopped()) - self._dead:
+            self._dead.add(name)
+            self.say(f"[red]worker {name} stopped; see {self.workers.log(name)}[/red]")
+        if self.traffic.failed is not None and "traffic" not in self._dead:
+            self._dead.add("traffic")
+            self.say(f"[red]the shop's traffic stopped: {escape(repr(self.traffic.failed))}[/red]")
 
-        def tick(report: TrafficReport, elapsed: float) -> None:
-            if int(elapsed) % 5:
-                return
-            operator.look()
-            dead = [w for w, p in procs.items() if p.poll() is not None]
-            serving = _ask_serving(client, url) if "serving" in workers else "serving not installed"
-            console.print(
-                f"{elapsed:5.0f}s  events {report.events:6d}  clicks {report.clicks:5d}  "
-                f"bots {report.bot_events:5d}  broken {report.broken:4d}  | {serving}"
-                + (f"  [red]stopped: {', '.join(dead)} (see {logs})[/red]" if dead else "")
+    def _sample_traffic(self) -> None:
+        report, now = self.traffic.report, time.monotonic()
+        events, bots, then = self._counted
+        shoppers = report.events - report.bot_events
+        seconds = max(now - then, 1e-3)
+        self.timeline.traffic.append(
+            TrafficSample(
+                utcnow(), (shoppers - events) / seconds, (report.bot_events - bots) / seconds
             )
-
-        report = run_traffic(
-            settings, seconds=seconds, rate=rate, bot_window=BOT_WINDOW, on_tick=tick
         )
-        horizon = settings.load_spec().label.horizon_seconds
-        console.print(f"traffic done; waiting {horizon:g}s for the last labels' horizon")
-        deadline = time.monotonic() + min(horizon + 10, 120)
-        while time.monotonic() < deadline:
-            operator.look()
-            time.sleep(5)
-        final = _ask_serving(client, url) if "serving" in workers else "serving not installed"
-    table = Table(title="what the loop did", show_header=False)
-    for key, value in report.as_dict().items():
-        table.add_row(key, str(value))
-    for topic, size in topic_sizes(settings).items():
-        table.add_row(f"records on {settings.topic(topic)}", str(size))
-    books = accounting.read(settings)
-    outcomes = ", ".join(f"{name} {books.get(name)}" for name in accounting.EVENT_OUTCOMES)
-    balanced = books.events_balance == 0 and books.labels_balance == 0
-    table.add_row("events read by the streams", f"{books.get('events')}: {outcomes}")
-    table.add_row(
-        "books balance",
-        "yes"
-        if balanced
-        else f"no: events {books.events_balance:+d}, labels {books.labels_balance:+d}",
+        self._counted = (shoppers, report.bot_events, now)
+
+    def _status(self) -> None:
+        books = accounting.read(self.settings)
+        rows = self.watch.feature_rows()
+        served = ", ".join(f"{n} {self.watch.name(s)}" for s, n in self.answers.most_common())
+        self.answers.clear()
+        features = "" if rows is None else f" · {rows:,} feature rows written"
+        if rows and not self._features_seen:
+            self._features_seen = True
+            self.say("[green]features: the streams keep each shopper's features in Redis[/green]")
+        self.say(
+            f"streams: {books.get('events'):,} events → {books.get('examples'):,} examples, "
+            f"{books.get('deadlettered'):,} deadlettered, {books.get('pending'):,} waiting "
+            f"for their label{features} · serving answered: {served}"
+        )
+
+    # -- chapters ----------------------------------------------------------------------
+
+    def chapter(
+        self,
+        title: str,
+        until: Callable[[], bool],
+        *,
+        timeout: float,
+        total: float | None = None,
+        done: Callable[[], float] | None = None,
+        info: Callable[[], str] | None = None,
+    ) -> bool:
+        """Tick until ``until()`` or ``timeout`` seconds, showing a progress bar."""
+        task: TaskID = self.progress.add_task(title, total=total, info="")
+        started = time.monotonic()
+        while True:
+            tick_started = time.monotonic()
+            self.tick()
+            finished = until()
+            elapsed = time.monotonic() - started
+            self.progress.update(
+                task,
+                completed=done() if done else elapsed,
+                info=info() if info else self.traffic.info(),
+            )
+            if finished or elapsed > timeout:
+                break
+            time.sleep(max(0.0, TICK_SECONDS - (time.monotonic() - tick_started)))
+        if not finished:
+            self.say(f"[red]{title}: still not there after {timeout:g}s; the story goes on[/red]")
+        whole = total if total is not None else max(elapsed, 1.0)
+        self.progress.update(task, total=whole, completed=whole if finished else None)
+        return finished
+
+    def traffic_until(self, title: str, second: float) -> None:
+        start = self.traffic.elapsed
+        self.chapter(
+            title,
+            lambda: self.traffic.elapsed >= second,
+            timeout=second - start + 10,
+            total=second - start,
+            done=lambda: min(self.traffic.elapsed - start, second - start),
+        )
+
+    def deploy_v2(self, spec: Path) -> None:
+        params = ", ".join(f"{k}={v}" for k, v in V2_MODEL["params"].items())
+        self.say(
+            f"[cyan]operator: deploy version 2 of the model ({V2_MODEL['factory']} with {params}, "
+            f"same features): stop the v1 trainer, start one on the v2 spec[/cyan]"
+        )
+        self.console.print("[bold cyan]$ kill -TERM <trainer v1>[/bold cyan]")
+        self.workers.stop("trainer-v1")
+        self.console.print(
+            f"[bold cyan]$ LOOPLINE_SPEC={escape(str(spec))} loopline run trainer[/bold cyan]"
+        )
+        self.workers.start("trainer-v2", "trainer", self.settings.replace(spec=spec))
+        self.timeline.marks.append(Mark(utcnow(), "v2 deployed"))
+
+    def v2_ramping(self) -> bool:
+        ramp = self.watch.ramp
+        return ramp is not None and self.watch.version(ramp.candidate) == "v2"
+
+    def ramp_done(self) -> float:
+        ramp = self.watch.ramp
+        if ramp is None:
+            return 0.0
+        if not ramp.active:
+            return float(len(ramp.stages))
+        return ramp.stage + min(ramp.dwell(utcnow()) / ramp.dwell_seconds, 1.0)
+
+    def ramp_info(self) -> str:
+        ramp = self.watch.ramp
+        if ramp is None:
+            return ""
+        return f"{self.watch.name(ramp.candidate)} at {ramp.percent:g}% · {ramp.status.value}"
+
+    def streams_reading(self) -> bool:
+        return accounting.read(self.settings).get("events") > 0
+
+    def schedule_bots(self, after: float) -> None:
+        """Bots from ``after`` seconds from now, for the plan's burst; the operator's
+        dashboard shows when."""
+        start = self.traffic.elapsed + after
+        self.traffic.bots.schedule(start, start + self.plan.burst)
+        self.operator.burst = (self.traffic.at(start), self.traffic.at(start + self.plan.burst))
+        self.say(
+            f"bots will flood the shop from +{self.timeline.seconds(self.operator.burst[0]):.0f}s "
+            f"for {self.plan.burst:g}s, once the data-health monitor has its baseline"
+        )
+
+    def last_champion(self, version: str) -> str | None:
+        for _, checkpoint_id in reversed(self.watch.champions):
+            if self.watch.version(checkpoint_id) == version:
+                return checkpoint_id
+        return None
+
+    def rollback(self) -> tuple[str, str | None]:
+        v1 = self.last_champion("v1")
+        self.say(
+            f"[cyan]operator: drill: take the v2 promotion back to v1's last champion "
+            f"{escape(self.watch.name(v1))}[/cyan]"
+        )
+        store = self.watch.routing
+        try:
+            table = self.operator.rollback(store, "drill: back to v1 after the v2 promotion", v1)
+        except LooplineError as exc:
+            self.say(f"[red]rollback refused: {escape(str(exc))}[/red]")
+            return f"refused: {exc}", None
+        self.timeline.marks.append(
+            Mark(utcnow(), f"rollback to {self.watch.version(table.champion)}")
+        )
+        return (
+            f"to {self.watch.name(table.champion)} by the operator; "
+            f"pinned, so v2's next checkpoints are held",
+            table.champion,
+        )
+
+    def serving_follows(self, target: str | None) -> Counter[str]:
+        answers: Counter[str] = Counter()
+
+        def all_from_target() -> bool:
+            answers.clear()
+            answers.update(self.probe.sample(10))
+            return target is not None and set(answers) == {target}
+
+        self.chapter("serving follows the rollback", all_from_target, timeout=30, total=None)
+        return answers
+
+    def books_balanced(self) -> bool:
+        self.books = accounting.read(self.settings)
+        books = self.books
+        return books.get("pending") == 0 and books.events_balance == 0 and books.labels_balance == 0
+
+    def books_info(self) -> str:
+        pending = self.books.get("pending")
+        return f"{pending:,} events waiting for their label" if pending else "every event settled"
+
+
+def _namespace(settings: Settings) -> tuple[Settings, Path]:
+    """The run's own topic prefix, Redis keys, checkpoints and state: a run starts empty."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_dir = settings.state_dir / "demo" / stamp
+    run = settings.replace(
+        topic_prefix=f"{settings.topic_prefix}demo-{stamp}.",
+        state_dir=run_dir,
+        checkpoint_dir=run_dir / "checkpoints",
     )
-    table.add_row("serving now answers", final)
-    console.print(table)
-    console.print(f"worker logs: {logs}; stop the stack with `loopline dev down`")
+    if port_open(run.serving_host, run.serving_port):
+        run = run.replace(serving_port=free_port())
+    return run, run_dir
+
+
+def run_demo(settings: Settings, console: Console, plan: Plan | None = None) -> None:
+    plan = plan or Plan()
+    console.rule("[bold]Loopline demo: the yarn shop")
+    run, run_dir = _namespace(settings)
+    specs = write_specs(run_dir / "specs", dwell_seconds=plan.dwell_seconds)
+    run = run.replace(spec=specs.v1)
+    stack = LocalStack(settings.replace(topic_prefix=run.topic_prefix))
+    for name, state in stack.up().items():
+        console.print(f"[dim]{name}: {escape(state)}[/dim]")
+    console.print(
+        f"run namespace {run.topic_prefix} · serving on port {run.serving_port} · "
+        f"specs {specs.v1.parent}: {specs.v1.name} at demo pace "
+        f"({', '.join(changes(dwell_seconds=plan.dwell_seconds))}) and {specs.v2.name}"
+    )
+    missing = set(("streams", "trainer", "pusher", "serving")) - set(installed_workers())
+    if missing:
+        raise LooplineError(f"workers not installed: {', '.join(sorted(missing))}")
+    streams_port = free_port()
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        TextColumn("[dim]{task.fields[info]}"),
+        console=console,
+    )
+    with Workers(run_dir / "logs") as workers, progress:
+        workers.start("streams", "streams", run.replace(metrics_port=streams_port))
+        workers.start("trainer-v1", "trainer", run)
+        workers.start("pusher", "pusher", run)
+        workers.start("serving", "serving", run)
+        story = Story(run, plan, console, progress, workers, run_dir)
+        story.watch.streams_metrics = f"http://127.0.0.1:{streams_port}/metrics"
+        try:
+            ending = _tell(story, specs.v2)
+        finally:
+            story.traffic.stop()
+            story.close()
+    console.print(summary_table(story.watch, ending, story.timeline.started))
+    console.print(f"worker logs: {run_dir / 'logs'}; stop the stack with `loopline dev down`")
+    console.print(
+        f"look around: LOOPLINE_TOPIC_PREFIX={run.topic_prefix} "
+        f"LOOPLINE_CHECKPOINT_DIR={run.checkpoint_dir} LOOPLINE_SPEC={specs.v1} loopline history"
+    )
+
+
+def _tell(story: Story, v2_spec: Path) -> Ending:
+    plan, traffic = story.plan, story.traffic
+    health = story.settings.load_spec().health
+    time.sleep(2.0)  # let the workers come up before the first events
+    traffic.start()
+    story.say(f"the shop opens: {plan.rate:g} impressions/s, 2% of them broken records")
+    story.chapter("the streams join and start reading", story.streams_reading, timeout=120)
+    warmup = health.window_seconds * (health.baseline_windows + 0.5)
+    story.schedule_bots(warmup)
+    story.traffic_until("features update, labels arrive, v1 learns", traffic.bots.start)
+    story.traffic_until("bots flood the shop", traffic.bots.end)
+    story.chapter(
+        "the operator fences the burst off",
+        lambda: story.operator.fenced,
+        timeout=60,
+    )
+    story.deploy_v2(v2_spec)
+    story.chapter(
+        "v2 learns from the start of examples and qualifies",
+        story.v2_ramping,
+        timeout=plan.catch_up_timeout,
+    )
+    stages = len(story.watch.ramp.stages) if story.watch.ramp is not None else 5
+    story.chapter(
+        "v2 ramps up against v1",
+        lambda: story.watch.ramp is not None and not story.watch.ramp.active,
+        timeout=stages * plan.dwell_seconds + 60,
+        total=float(stages),
+        done=story.ramp_done,
+        info=story.ramp_info,
+    )
+    ramp = story.watch.ramp
+    promoted = ramp is not None and ramp.status is RampStatus.PROMOTED
+    if ramp is not None and ramp.status in (RampStatus.PROMOTED, RampStatus.ROLLED_BACK):
+        story.timeline.marks.append(Mark(ramp.updated_at, f"v2 {ramp.status.value}"))
+    title = "v2 serves every shopper" if promoted else "the shop goes on"
+    story.traffic_until(title, traffic.elapsed + plan.after_promotion)
+    traffic.stop()
+    story.say(f"the shop closes after {traffic.elapsed:.0f}s of traffic: {traffic.info()}")
+    rollback, target = story.rollback()
+    answers = story.serving_follows(target)
+    horizon = story.settings.load_spec().label.horizon_seconds
+    story.chapter(
+        "the last labels' horizon passes",
+        story.books_balanced,
+        timeout=horizon + 30,
+        info=story.books_info,
+    )
+    story.tick()
+    story.timeline.ended = utcnow()
+    path = plot(story.timeline, story.run_dir / "demo.png")
+    story.say(f"plot written to {path}")
+    return Ending(
+        traffic=traffic.report,
+        books=accounting.read(story.settings),
+        feature_rows=story.watch.feature_rows(),
+        rollback=rollback,
+        rollback_target=target,
+        answers=answers,
+        final=story.probe.ask("user-1"),
+        plot=str(path),
+    )

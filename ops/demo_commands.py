@@ -13,13 +13,15 @@ app = typer.Typer()
 @app.command()
 def demo(
     ctx: typer.Context,
-    seconds: Annotated[float, typer.Option(min=5, help="How long the shop's traffic runs.")] = 150,
     rate: Annotated[
-        float, typer.Option(min=1, help="Impressions per second (bots come on top).")
+        float, typer.Option(min=10, help="Impressions per second (bots come on top).")
     ] = 100,
+    dwell: Annotated[
+        float, typer.Option(min=1, help="Seconds each stage of the v2 ramp dwells.")
+    ] = 10,
 ) -> None:
-    """Run the whole loop on the local stack with the yarn shop's traffic."""
+    """Run the whole loop on the local stack with the yarn shop's traffic, narrated."""
     from loopline.cli_settings import settings_of
-    from ops.demo import run_demo
+    from ops.demo import Plan, run_demo
 
-    run_demo(settings_of(ctx), seconds, rate, Console())
+    run_demo(settings_of(ctx), Console(), Plan(rate=rate, dwell_seconds=dwell))

@@ -1,12 +1,13 @@
-"""Operator commands for the serving side of the loop; merged into the ``loopline`` command.
+"""Operator commands for serving; merged into the ``loopline`` command.
 
-They change the routing state in Redis directly, through :mod:`loopline.routing_actions`,
-rather than sending a Command for the pusher to apply: serving follows Redis within a
-second, so a rollback or the kill switch works even while the pusher is down or
-stuck and the broker is unreachable. Each change is one optimistic transaction that
-re-checks the ramp state machine, so an operator and the pusher never overwrite each
-other, and each is logged (``loopline routes`` shows the log). Scripts and monitors
-that prefer the ``control`` topic get the same actions from the pusher.
+A rollback, a pin, a ramp move or the kill switch is one auditable
+:class:`~loopline.contracts.Command` (who, when, why), applied to the routing state in
+Redis here, through :mod:`loopline.routing_actions`, and then recorded on ``control``.
+Applying first means the stop button works while the pusher is down or stuck; serving
+follows Redis within a second. The command is claimed before it is applied, so the
+pusher, which applies the serving Commands it reads on ``control`` for scripts and
+monitors, skips it. One that cannot apply (nothing to roll back to, an unqualified
+checkpoint, the kill switch already on) says why, changes nothing and sends nothing.
 
 A rollback or a pin holds: the pusher pushes nothing automatically until
 ``loopline unpin``, so the next checkpoint of a bad lineage cannot undo the rollback.
@@ -14,11 +15,9 @@ A rollback or a pin holds: the pusher pushes nothing automatically until
 
 from __future__ import annotations
 
-import getpass
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,19 +25,20 @@ from rich.table import Table
 
 from loopline import routing_actions as actions
 from loopline.cli_settings import settings_of
-from loopline.routing import RampStatus, RoutingStore
+from loopline.contracts import Command, CommandKind
+from loopline.control import make_command, send
+from loopline.errors import BrokerUnavailable, LooplineError
+from loopline.routing import RoutingStore
 from loopline.settings import Settings
+from ops.training_commands import refuse
 
 app = typer.Typer()
 ramp_app = typer.Typer(help="Pause, resume or abort the ramp in progress.", no_args_is_help=True)
 app.add_typer(ramp_app, name="ramp")
 console = Console()
+errors = Console(stderr=True)
 
-Reason = Annotated[str, typer.Option(help="Why; recorded with the change.")]
-
-
-def _operator() -> str:
-    return f"{getpass.getuser()}@{os.uname().nodename}"
+Reason = Annotated[str, typer.Option(help="Why; recorded with the command.")]
 
 
 @contextmanager
@@ -51,78 +51,105 @@ def _routing(ctx: typer.Context) -> Iterator[tuple[Settings, RoutingStore]]:
         store.close()
 
 
+def _carry_out(
+    ctx: typer.Context, kind: CommandKind, reason: str, args: dict[str, Any] | None = None
+) -> str:
+    """Apply one serving command to Redis, then record it on ``control``."""
+    with _routing(ctx) as (settings, store):
+        command = make_command(kind, settings.load_spec().name, reason=reason, args=args)
+        store.claim_command(command.command_id)
+        try:
+            done = actions.apply(settings, store, command)
+        except LooplineError as exc:
+            raise refuse(str(exc)) from None
+    assert done is not None
+    _record(settings, command)
+    return done
+
+
+def _record(settings: Settings, command: Command) -> None:
+    try:
+        send(settings, command)
+    except BrokerUnavailable as exc:
+        errors.print(
+            f"[yellow]applied, but not recorded on control[/yellow] ({exc}); "
+            "the routing log keeps it (`loopline routes`)"
+        )
+        raise typer.Exit(1) from None
+    console.print(f"recorded as command {command.command_id} by {command.issued_by}")
+
+
 @app.command()
 def rollback(
     ctx: typer.Context,
+    reason: Reason,
     to: Annotated[
         str | None,
         typer.Option(
             help="Checkpoint to serve (default: a ramp's baseline, else the previous champion)."
         ),
     ] = None,
-    reason: Reason = "operator rollback",
 ) -> None:
     """Serve the previous champion (or --to CHECKPOINT) to everyone, and pin it."""
-    with _routing(ctx) as (settings, store):
-        table = actions.rollback(settings, store, to, reason, _operator())
-    console.print(
-        f"serving {table.champion} to everyone (routing v{table.version}); "
-        "pinned: `loopline unpin` resumes pushes"
-    )
+    with _routing(ctx) as (_, store):
+        try:
+            target = to or actions.rollback_target(store)
+        except LooplineError as exc:
+            raise refuse(str(exc)) from None
+    done = _carry_out(ctx, CommandKind.ROLLBACK, reason, {"checkpoint": target})
+    console.print(f"{done} for everyone; pinned: `loopline unpin` resumes pushes")
 
 
 @app.command()
-def pin(ctx: typer.Context, checkpoint: str, reason: Reason = "operator pin") -> None:
+def pin(ctx: typer.Context, checkpoint: str, reason: Reason) -> None:
     """Serve CHECKPOINT to everyone and hold automatic pushes until `loopline unpin`."""
-    with _routing(ctx) as (settings, store):
-        table = actions.pin(settings, store, checkpoint, reason, _operator())
-    console.print(f"pinned {checkpoint} (routing v{table.version})")
+    console.print(_carry_out(ctx, CommandKind.PIN, reason, {"checkpoint": checkpoint}))
 
 
 @app.command()
 def unpin(ctx: typer.Context) -> None:
     """Let the pusher push qualified checkpoints again."""
     with _routing(ctx) as (_, store):
+        if store.pinned() is None:
+            raise refuse("nothing is pinned")
         actions.unpin(store)
     console.print("unpinned: the pusher pushes qualified checkpoints again")
 
 
-def _move_ramp(ctx: typer.Context, status: RampStatus, reason: str) -> None:
-    with _routing(ctx) as (_, store):
-        ramp = actions.move_ramp(store, status, reason, _operator())
-    console.print(f"ramp of {ramp.candidate} is {ramp.status} at {ramp.percent:g}%")
-
-
 @ramp_app.command("pause")
-def ramp_pause(ctx: typer.Context, reason: Reason = "operator pause") -> None:
+def ramp_pause(ctx: typer.Context, reason: Reason) -> None:
     """Hold the candidate at its current share (guardrails keep watching)."""
-    _move_ramp(ctx, RampStatus.PAUSED, reason)
+    console.print(_carry_out(ctx, CommandKind.PAUSE_RAMP, reason))
 
 
 @ramp_app.command("resume")
-def ramp_resume(ctx: typer.Context, reason: Reason = "operator resume") -> None:
+def ramp_resume(ctx: typer.Context, reason: Reason) -> None:
     """Continue a paused ramp; the stage keeps the dwell time it had."""
-    _move_ramp(ctx, RampStatus.RAMPING, reason)
+    console.print(_carry_out(ctx, CommandKind.RESUME_RAMP, reason))
 
 
 @ramp_app.command("abort")
-def ramp_abort(ctx: typer.Context, reason: Reason = "operator abort") -> None:
+def ramp_abort(ctx: typer.Context, reason: Reason) -> None:
     """End the ramp: the baseline serves everyone again."""
-    _move_ramp(ctx, RampStatus.ABORTED, reason)
+    console.print(_carry_out(ctx, CommandKind.ABORT_RAMP, reason))
 
 
-@app.command("kill-switch")
-def kill_switch(
+@app.command()
+def killswitch(
     ctx: typer.Context,
     state: Annotated[str, typer.Argument(help="on or off")],
-    reason: Reason = "",
+    reason: Reason,
 ) -> None:
     """Answer every request from the spec's fallback (on), or from the models again (off)."""
     if state not in ("on", "off"):
         raise typer.BadParameter("state must be 'on' or 'off'")
     with _routing(ctx) as (_, store):
-        store.set_kill_switch(state == "on", reason, _operator())
-    console.print(f"kill switch {state}")
+        current = store.kill_switch()
+    if current.on == (state == "on"):
+        since = f" since {current.at:%Y-%m-%d %H:%M:%S} by {current.by}" if current.at else ""
+        raise refuse(f"the kill switch is already {state}{since}")
+    kind = CommandKind.KILL_SWITCH_ON if state == "on" else CommandKind.KILL_SWITCH_OFF
+    console.print(_carry_out(ctx, kind, reason))
 
 
 @app.command()

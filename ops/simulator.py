@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -108,11 +109,11 @@ class YarnShop:
         return Impression(entity, features, probability, clicked, delay)
 
 
-def broken_record(rng: random.Random, now: datetime) -> bytes:
-    """One of the ways apps break records, as raw bytes on the wire."""
+def broken_record(rng: random.Random, now: datetime, entity_id: str = "user-0") -> bytes:
+    """One of the ways apps break records, as raw bytes on the wire (keyed by ``entity_id``)."""
     good: dict[str, Any] = {
         "event_id": f"bad-{rng.getrandbits(64):016x}",
-        "entity_id": f"user-{rng.randrange(2000)}",
+        "entity_id": entity_id,
         "ts": now.isoformat(),
         "features": {"price": 12.0, "hour": now.hour, "device": "mobile"},
         "source": "legacy-app",
@@ -132,6 +133,21 @@ def broken_record(rng: random.Random, now: datetime) -> bytes:
     else:
         good["features"]["price"] = "twelve"
     return orjson.dumps(good)
+
+
+@dataclass
+class BotWindow:
+    """When bots flood the shop, in seconds from the start of the traffic.
+
+    May be set while the traffic runs (it is read on every loop): never, by default.
+    """
+
+    start: float = math.inf
+    end: float = math.inf
+
+    def schedule(self, start: float, end: float) -> None:
+        self.end = end  # before the start: no moment sees a start without its end
+        self.start = start
 
 
 @dataclass
@@ -160,28 +176,32 @@ def run_traffic(
     rate: float,
     broken_share: float = 0.02,
     late_share: float = 0.03,
-    bot_window: tuple[float, float] | None = (0.55, 0.7),
+    bot_window: BotWindow | None = None,
     bot_multiplier: float = 5.0,
     seed: int = 7,
     on_tick: Callable[[TrafficReport, float], None] | None = None,
+    stop: threading.Event | None = None,
+    report: TrafficReport | None = None,
 ) -> TrafficReport:
-    """Publish the shop's traffic in real time for ``seconds`` at ``rate`` events/s."""
+    """Publish the shop's traffic in real time for ``seconds`` at ``rate`` events/s.
+
+    Bots flood the shop at ``bot_multiplier`` times the rate during ``bot_window``. ``stop`` ends the traffic early; ``report`` (a fresh one
+    by default) is updated as it goes, so another thread may watch it.
+    """
     shop = YarnShop(seed)
     rng = random.Random(seed + 1)
-    report = TrafficReport()
+    report = TrafficReport() if report is None else report
     horizon = settings.load_spec().label.horizon_seconds
     raw = Producer(producer_config(settings))
     pending: list[tuple[float, str, str]] = []  # (due, event_id, entity_id) clicks to publish
     start = time.monotonic()
     next_tick = start + 1.0
-    burst_start, burst_end = (
-        (bot_window[0] * seconds, bot_window[1] * seconds) if bot_window else (0.0, 0.0)
-    )
+    bots = bot_window or BotWindow()
     with Publisher(settings, source="yarn-shop") as pub:
         sent = bots_sent = 0
-        while (elapsed := time.monotonic() - start) < seconds:
+        while (elapsed := time.monotonic() - start) < seconds and not (stop and stop.is_set()):
             progress = elapsed / seconds
-            bot_target = rate * bot_multiplier * max(0.0, min(elapsed, burst_end) - burst_start)
+            bot_target = rate * bot_multiplier * max(0.0, min(elapsed, bots.end) - bots.start)
             while sent < rate * elapsed or bots_sent < bot_target:
                 bot = bots_sent < bot_target and (sent >= rate * elapsed or rng.random() < 0.5)
                 if bot:
@@ -190,7 +210,9 @@ def run_traffic(
                     sent += 1
                 now = datetime.now(UTC)
                 if not bot and rng.random() < broken_share:
-                    raw.produce(settings.topic("events"), broken_record(rng, now), b"user-0")
+                    entity = f"user-{rng.randrange(len(shop.shoppers))}"
+                    record = broken_record(rng, now, entity)
+                    raw.produce(settings.topic("events"), record, entity.encode())
                     report.broken += 1
                     continue
                 imp = shop.impression(progress, bot=bot)
@@ -221,3 +243,53 @@ def run_traffic(
     undelivered = raw.flush(settings.publish_timeout_seconds)
     report.broken -= undelivered
     return report
+
+
+class TrafficThread:
+    """:func:`run_traffic` in a thread of its own, for a caller that watches it go:
+    ``report`` counts as it goes, ``bots`` may be scheduled, :meth:`stop` ends it."""
+
+    def __init__(self, settings: Settings, *, seconds: float, rate: float) -> None:
+        self.report = TrafficReport()
+        self.bots = BotWindow()
+        self.stopped = threading.Event()
+        self.failed: Exception | None = None
+        self.started = datetime.now(UTC)
+        self._settings, self._seconds, self._rate = settings, seconds, rate
+        self._thread = threading.Thread(target=self._run, name="yarn-shop", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            run_traffic(
+                self._settings,
+                seconds=self._seconds,
+                rate=self._rate,
+                bot_window=self.bots,
+                stop=self.stopped,
+                report=self.report,
+            )
+        except Exception as exc:
+            self.failed = exc
+            raise
+
+    def start(self) -> None:
+        self.started = datetime.now(UTC)
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the traffic started."""
+        return (datetime.now(UTC) - self.started).total_seconds()
+
+    def at(self, seconds: float) -> datetime:
+        """The moment ``seconds`` into the traffic."""
+        return self.started + timedelta(seconds=seconds)
+
+    def info(self) -> str:
+        r = self.report
+        return f"{r.events:,} events · {r.bot_events:,} bots · {r.clicks:,} clicks"

@@ -1,14 +1,18 @@
-"""Operator commands for the training side of the loop; merged into the ``loopline`` command.
+"""Operator commands for training; merged into the ``loopline`` command.
 
-Each command puts one :class:`~loopline.contracts.Command` on ``control``; every
-trainer in scope (``--model``, all by default) acts on it, now or when it next starts.
-``loopline checkpoints`` reads the checkpoint store directly.
+Each change is one auditable :class:`~loopline.contracts.Command` on ``control`` (who,
+when, why) that every trainer in scope (``--model``, all by default) applies, now or
+when it next starts. Before sending, a command is checked against what ``control``
+already says is in force: one that cannot apply says why and sends nothing. After
+sending, the command waits (``--wait``) until each running trainer reports it applied.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
+import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -16,98 +20,266 @@ from rich.table import Table
 from loopline.checkpoints import CheckpointStore, verify
 from loopline.cli_settings import settings_of
 from loopline.contracts import Command, CommandKind, Window, parse_ts
-from loopline.control import ALL_SCOPES, make_command, send
+from loopline.control import ALL_SCOPES, make_command, read_all, send
+from loopline.control_state import ControlState, Mark
 from loopline.errors import CheckpointError, RecordError
+from loopline.settings import Settings
+from ops.acknowledge import await_applied, live_trainers
 
 app = typer.Typer()
+anomaly_app = typer.Typer(help="Fence off event-time windows training must not learn from.")
+checkpoints_app = typer.Typer(help="The trainer's checkpoints.")
+app.add_typer(anomaly_app, name="anomaly")
+app.add_typer(checkpoints_app, name="checkpoints")
 console = Console()
+errors = Console(stderr=True)
 
 Model = Annotated[str, typer.Option("--model", help="Model (spec name) in scope; all by default.")]
 Reason = Annotated[str, typer.Option(help="Why; recorded with the command.")]
-Start = Annotated[str, typer.Option(help="Window start, RFC 3339 with offset (inclusive).")]
-End = Annotated[str, typer.Option(help="Window end, RFC 3339 with offset (exclusive).")]
+Wait = Annotated[
+    float, typer.Option(min=0, help="Seconds to wait for running trainers to apply it.")
+]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _sent(command: Command) -> None:
-    console.print(f"sent {command.kind.value} to {command.scope} (command {command.command_id})")
+def refuse(message: str) -> typer.Exit:
+    """Say why a command cannot apply; it was not sent."""
+    errors.print(f"[red]refused:[/red] {message} (nothing sent)")
+    return typer.Exit(1)
 
 
-def _window(start: str, end: str) -> dict[str, str]:
+def models_in_scope(settings: Settings, scope: str) -> list[str]:
+    """The model named, or every model known: the spec's and each running trainer's."""
+    if scope != ALL_SCOPES:
+        return [scope]
+    names = {settings.load_spec().name}
+    names |= {str(w.state.get("model")) for w in live_trainers(settings)}
+    return sorted(names)
+
+
+def states(settings: Settings, scope: str) -> dict[str, ControlState]:
+    commands = read_all(settings)
+    return {m: ControlState.fold(commands, m) for m in models_in_scope(settings, scope)}
+
+
+def deliver(settings: Settings, command: Command, wait: float) -> None:
+    """Send, then report whether the running trainers applied it within ``wait`` seconds."""
+    send(settings, command)
+    console.print(
+        f"sent {command.kind.value} to {command.scope} as {command.issued_by} "
+        f"(command {command.command_id})"
+    )
+    if wait <= 0:
+        return
+    ack = await_applied(settings, command, wait)
+    if ack.applied:
+        console.print(f"applied by {', '.join(ack.applied)} within {ack.seconds:.1f}s")
+    if ack.pending:
+        errors.print(
+            f"[yellow]not applied by {', '.join(ack.pending)} within {wait:g}s[/yellow]: "
+            "it stays on control; see `loopline status`"
+        )
+        raise typer.Exit(1)
+    if not ack.applied:
+        console.print("no trainer in scope is running: it applies when one starts")
+
+
+@app.command()
+def pause(ctx: typer.Context, reason: Reason, model: Model = ALL_SCOPES, wait: Wait = 10) -> None:
+    """Stop learning; trainers keep their position and their place in the group."""
+    settings = settings_of(ctx)
+    in_scope = states(settings, model)
+    if all(s.paused for s in in_scope.values()):
+        held = next(s.pause for s in in_scope.values() if s.pause is not None)
+        raise refuse(
+            f"training is already paused (since {held.issued_at:%Y-%m-%d %H:%M:%S} "
+            f"by {held.issued_by}: {held.reason or 'no reason given'})"
+        )
+    deliver(settings, make_command(CommandKind.PAUSE, model, reason=reason), wait)
+
+
+@app.command()
+def resume(
+    ctx: typer.Context, model: Model = ALL_SCOPES, reason: Reason = "", wait: Wait = 10
+) -> None:
+    """Resume learning where it paused."""
+    settings = settings_of(ctx)
+    if not any(s.paused for s in states(settings, model).values()):
+        raise refuse("training is not paused")
+    deliver(settings, make_command(CommandKind.RESUME, model, reason=reason), wait)
+
+
+def _window(start: str, end: str) -> Window:
     try:
-        window = Window(parse_ts(start, "--start"), parse_ts(end, "--end"))
+        return Window(parse_ts(start, "--start"), parse_ts(end, "--end"))
     except (RecordError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
-    return {"start": window.start.isoformat(), "end": window.end.isoformat()}
 
 
-@app.command()
-def pause(ctx: typer.Context, model: Model = ALL_SCOPES, reason: Reason = "") -> None:
-    """Stop learning; trainers keep their position and their place in the group."""
-    _sent(send(settings_of(ctx), make_command(CommandKind.PAUSE, model, reason=reason)))
-
-
-@app.command()
-def resume(ctx: typer.Context, model: Model = ALL_SCOPES, reason: Reason = "") -> None:
-    """Resume learning where it paused."""
-    _sent(send(settings_of(ctx), make_command(CommandKind.RESUME, model, reason=reason)))
-
-
-@app.command("mark-anomalous")
-def mark_anomalous(
-    ctx: typer.Context, start: Start, end: End, model: Model = ALL_SCOPES, reason: Reason = ""
+@anomaly_app.command("mark")
+def anomaly_mark(
+    ctx: typer.Context,
+    start: Annotated[str, typer.Option(help="Window start, RFC 3339 with offset (inclusive).")],
+    end: Annotated[str, typer.Option(help="Window end, RFC 3339 with offset (exclusive).")],
+    reason: Reason,
+    model: Model = ALL_SCOPES,
+    wait: Wait = 10,
 ) -> None:
     """Never learn examples whose event time is in [start, end), also on replay."""
-    args = _window(start, end)
+    window = _window(start, end)
+    settings = settings_of(ctx)
+    for state in states(settings, model).values():
+        for mark in state.marks.values():
+            if mark.window == window:
+                raise refuse(f"{_span(window)} is already marked anomalous as {mark.mark_id}")
+    args = {"start": window.start.isoformat(), "end": window.end.isoformat()}
     command = make_command(CommandKind.MARK_ANOMALOUS, model, reason=reason, args=args)
-    _sent(send(settings_of(ctx), command))
+    deliver(settings, command, wait)
+    console.print(
+        f"anomaly id {command.command_id} (`loopline anomaly clear {command.command_id}`)"
+    )
 
 
-@app.command("clear-anomalous")
-def clear_anomalous(
-    ctx: typer.Context, start: Start, end: End, model: Model = ALL_SCOPES, reason: Reason = ""
+def _span(window: Window) -> str:
+    return f"[{window.start.isoformat()}, {window.end.isoformat()})"
+
+
+def _marks(settings: Settings, model: str) -> dict[str, tuple[str, Mark]]:
+    return {
+        mark.mark_id: (name, mark)
+        for name, state in states(settings, model).items()
+        for mark in state.marks.values()
+    }
+
+
+@anomaly_app.command("list")
+def anomaly_list(ctx: typer.Context, model: Model = ALL_SCOPES, as_json: Json = False) -> None:
+    """Windows marked anomalous and still in force."""
+    marks = _marks(settings_of(ctx), model)
+    if as_json:
+        rows = [
+            {
+                "id": m.mark_id,
+                "model": name,
+                "start": m.window.start,
+                "end": m.window.end,
+                "reason": m.reason,
+                "by": m.by,
+                "at": m.at,
+            }
+            for name, m in marks.values()
+        ]
+        console.out(orjson.dumps(rows).decode(), highlight=False)
+        return
+    table = Table(title="anomalous windows in force")
+    for column in ("id", "model", "start", "end", "reason", "marked by", "at"):
+        table.add_column(column, no_wrap=column == "id")
+    for name, m in marks.values():
+        table.add_row(
+            m.mark_id,
+            name,
+            m.window.start.isoformat(),
+            m.window.end.isoformat(),
+            m.reason,
+            m.by,
+            _when(m.at),
+        )
+    console.print(table)
+
+
+def _when(ts: datetime) -> str:
+    return ts.isoformat(timespec="seconds")
+
+
+@anomaly_app.command("clear")
+def anomaly_clear(
+    ctx: typer.Context,
+    mark_id: Annotated[str, typer.Argument(metavar="ID", help="The id `anomaly list` shows.")],
+    reason: Reason = "",
+    wait: Wait = 10,
 ) -> None:
-    """Learn [start, end) again from now on (what was skipped stays skipped until a replay)."""
-    args = _window(start, end)
-    command = make_command(CommandKind.CLEAR_ANOMALOUS, model, reason=reason, args=args)
-    _sent(send(settings_of(ctx), command))
+    """Learn that window again from now on (what was skipped stays skipped until a replay)."""
+    settings = settings_of(ctx)
+    found = _marks(settings, ALL_SCOPES).get(mark_id)
+    if found is None:
+        raise refuse(f"no anomalous window {mark_id} is in force (see `loopline anomaly list`)")
+    _, mark = found
+    args = {
+        "id": mark_id,
+        "start": mark.window.start.isoformat(),
+        "end": mark.window.end.isoformat(),
+    }
+    command = make_command(CommandKind.CLEAR_ANOMALOUS, mark.scope, reason=reason, args=args)
+    deliver(settings, command, wait)
 
 
 @app.command()
 def replay(
     ctx: typer.Context,
     from_checkpoint: Annotated[
-        str, typer.Option("--from", help="Checkpoint id to retrain from (see `checkpoints`).")
+        str, typer.Option("--from", help="Checkpoint id to retrain from (see `checkpoints list`).")
     ],
-    model: Annotated[
-        str | None,
-        typer.Option("--model", help="Model in scope; default: the checkpoint's model."),
-    ] = None,
-    reason: Reason = "",
+    reason: Reason,
+    wait: Wait = 0,
 ) -> None:
     """Retrain from an earlier checkpoint up to now, as a new lineage, skipping excluded windows.
 
     The way to undo an anomalous stretch learned before it was marked.
     """
     settings = settings_of(ctx)
-    store = CheckpointStore(
-        settings.checkpoint_dir, settings.signing_key.get_secret_value().encode()
-    )
+    key = settings.signing_key.get_secret_value().encode()
+    store = CheckpointStore(settings.checkpoint_dir, key)
     try:
         manifest = store.manifest(from_checkpoint)
-    except CheckpointError:
-        manifest = None
-    scope = model or (manifest.model_name if manifest else ALL_SCOPES)
-    command = make_command(CommandKind.REPLAY, scope, reason=reason, args={"from": from_checkpoint})
-    _sent(send(settings, command))
+        blob = settings.checkpoint_dir / f"{manifest.checkpoint_id}.model"
+        verify(manifest, blob.read_bytes() if blob.exists() else b"", key)
+    except CheckpointError as exc:
+        raise refuse(f"cannot replay from {from_checkpoint}: {exc}") from None
+    command = make_command(
+        CommandKind.REPLAY, manifest.model_name, reason=reason, args={"from": from_checkpoint}
+    )
+    deliver(settings, command, wait)
     console.print(f"the new lineage will be replay-{command.command_id}")
 
 
-@app.command()
-def checkpoints(ctx: typer.Context, model: Model = ALL_SCOPES) -> None:
-    """List checkpoints, newest first, with lineage, offsets and whether they verify."""
+@checkpoints_app.command("list")
+def checkpoints_list(ctx: typer.Context, model: Model = ALL_SCOPES, as_json: Json = False) -> None:
+    """Checkpoints, newest first, with lineage, offsets, metrics and whether they verify."""
     settings = settings_of(ctx)
     key = settings.signing_key.get_secret_value().encode()
     store = CheckpointStore(settings.checkpoint_dir, key)
+    rows = []
+    for manifest in store.manifests(None if model == ALL_SCOPES else model):
+        blob = settings.checkpoint_dir / f"{manifest.checkpoint_id}.model"
+        try:
+            verify(manifest, blob.read_bytes() if blob.exists() else b"", key)
+            verified = "yes"
+        except CheckpointError as exc:
+            verified = f"NO: {exc}"
+        metrics = {
+            k: v
+            for k, v in manifest.metrics.items()
+            if v is not None and "@" not in k and not k.startswith("examples_")
+        }
+        rows.append((manifest, metrics, verified))
+    if as_json:
+        out = [
+            {
+                "id": m.checkpoint_id,
+                "model": m.model_name,
+                "spec_version": m.spec_version,
+                "lineage": m.lineage,
+                "parent": m.parent_id,
+                "created_at": m.created_at,
+                "examples_seen": m.examples_seen,
+                "offsets": m.offsets,
+                "metrics": metrics,
+                "verified": verified,
+            }
+            for m, metrics, verified in rows
+        ]
+        console.out(orjson.dumps(out, option=orjson.OPT_NON_STR_KEYS).decode(), highlight=False)
+        return
     table = Table(title=str(settings.checkpoint_dir))
     table.add_column("id", no_wrap=True)
     for column in (
@@ -116,34 +288,21 @@ def checkpoints(ctx: typer.Context, model: Model = ALL_SCOPES) -> None:
         "parent",
         "created",
         "seen",
-        "excluded",
         "offsets",
         "metrics",
         "verified",
     ):
         table.add_column(column)
-    for manifest in store.manifests(None if model == ALL_SCOPES else model):
-        blob = settings.checkpoint_dir / f"{manifest.checkpoint_id}.model"
-        try:
-            verify(manifest, blob.read_bytes() if blob.exists() else b"", key)
-            verified = "yes"
-        except CheckpointError as exc:
-            verified = f"NO: {exc}"
-        metrics = ", ".join(
-            f"{k}={v:.4g}"
-            for k, v in manifest.metrics.items()
-            if v is not None and "@" not in k and not k.startswith("examples_")
-        )
+    for m, metrics, verified in rows:
         table.add_row(
-            manifest.checkpoint_id,
-            manifest.model_name,
-            manifest.lineage,
-            manifest.parent_id or "-",
-            manifest.created_at.isoformat(timespec="seconds"),
-            str(manifest.examples_seen),
-            str(manifest.examples_excluded),
-            " ".join(f"{p}:{o}" for p, o in manifest.offsets.items()),
-            metrics,
+            m.checkpoint_id,
+            f"{m.model_name} v{m.spec_version}",
+            m.lineage,
+            m.parent_id or "-",
+            _when(m.created_at),
+            str(m.examples_seen),
+            " ".join(f"{p}:{o}" for p, o in m.offsets.items()),
+            ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
             verified,
         )
     console.print(table)

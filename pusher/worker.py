@@ -23,17 +23,18 @@ from collections import deque
 from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
-from prometheus_client import CollectorRegistry, Counter
 
 from loopline.checkpoints import CheckpointStore
 from loopline.contracts import CheckpointManifest, Example, Label, Prediction, utcnow
 from loopline.errors import CheckpointError, RecordError
+from loopline.heartbeat import Heartbeat
 from loopline.holdout import in_holdout
 from loopline.kafka import consumer_config
 from loopline.routing import RoutingStore
 from loopline.settings import Settings
 from loopline.spec import Spec
 from pusher.commands import ControlFollower
+from pusher.metrics import PusherMetrics
 from pusher.online import OnlineMetrics
 from pusher.policy import push
 from pusher.qualify import qualify
@@ -61,6 +62,7 @@ class Pusher:
         self.online = OnlineMetrics(self.spec)
         self.driver = RampDriver(self.spec, self.routing, self.online)
         self.control = ControlFollower(settings, self.spec.name, self.routing)
+        self.heartbeat = Heartbeat(settings, f"pusher.{self.spec.name}", self.routing.client)
         self._tail_records = tail_records
         self._tick_seconds = tick_seconds
         self._fraction = self.spec.training.holdout_fraction
@@ -69,18 +71,10 @@ class Pusher:
         self._waiting: dict[str, tuple[CheckpointManifest, Any, Message]] = {}
         self._offsets: dict[int, dict[int, bool]] = {}
         self._models: dict[str, Any] = {}
-        self.registry = CollectorRegistry()
-        self.verdicts = Counter(
-            "loopline_pusher_verdicts",
-            "Checkpoints judged, by verdict.",
-            ["verdict"],
-            registry=self.registry,
-        )
-        self.ramp_actions = Counter(
-            "loopline_pusher_ramp_actions",
-            "Ramp advances, promotions and rollbacks.",
-            registry=self.registry,
-        )
+        self.metrics = PusherMetrics(self.routing)
+        self.registry = self.metrics.registry
+        self.verdicts = self.metrics.verdicts
+        self.ramp_actions = self.metrics.ramp_actions
 
     # -- the loop ------------------------------------------------------------------
 
@@ -110,6 +104,13 @@ class Pusher:
                         control.commit(message=msg, asynchronous=False)
                 self._judge_waiting()
                 self._commit(checkpoints)
+                self.heartbeat.beat(
+                    {
+                        "model": self.spec.name,
+                        "holdout": len(self.holdout),
+                        "waiting": list(self._waiting),
+                    }
+                )
                 if time.monotonic() >= next_tick:
                     if self.driver.tick() is not None:
                         self.ramp_actions.inc()

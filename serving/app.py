@@ -18,6 +18,7 @@ import gc
 import hmac
 import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,6 +34,7 @@ from feature_repo.online import OnlineFeatures
 from loopline.checkpoints import CheckpointStore
 from loopline.contracts import FeatureValue, Prediction, utcnow
 from loopline.errors import RecordError
+from loopline.heartbeat import Heartbeat
 from loopline.publisher import new_event_id
 from loopline.routing import RoutingStore
 from loopline.scoring import score
@@ -137,7 +139,9 @@ def build_service(settings: Settings, spec: Spec | None = None) -> Service:
         settings.checkpoint_dir, settings.signing_key.get_secret_value().encode()
     )
     routing = RoutingStore(fast)
-    follower = RoutingFollower(routing, ModelCache(store, spec.schema_hash, routing.is_qualified))
+    heartbeat = Heartbeat(fast, f"serving.{os.uname().nodename}-{settings.serving_port}")
+    cache = ModelCache(store, spec.schema_hash, routing.is_qualified)
+    follower = RoutingFollower(routing, cache, heartbeat=heartbeat)
     return Service(
         settings=settings,
         spec=spec,
@@ -248,6 +252,8 @@ def create_app(service: Service) -> FastAPI:
     async def prometheus() -> Response:
         snap = service.follower.current
         metrics.routing_version.set(snap.table.version)
+        shares = {r.checkpoint_id: r.percent for r in snap.table.routes}
+        metrics.serving(shares, service.follower.created())
         metrics.refused.set(len(service.follower.refused))
         metrics.dropped.set(service.predictions.dropped)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

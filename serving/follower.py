@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 
+from loopline.heartbeat import Heartbeat
 from loopline.routing import KillSwitch, Route, RoutingStore, RoutingTable
 from serving.models import ModelCache
 
@@ -58,10 +59,17 @@ def _servable(table: RoutingTable, models: dict[str, Any]) -> RoutingTable:
 
 
 class RoutingFollower:
-    def __init__(self, store: RoutingStore, cache: ModelCache, interval: float = 0.2) -> None:
+    def __init__(
+        self,
+        store: RoutingStore,
+        cache: ModelCache,
+        interval: float = 0.2,
+        heartbeat: Heartbeat | None = None,
+    ) -> None:
         self._store = store
         self._cache = cache
         self._interval = interval
+        self._heartbeat = heartbeat
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.current = Snapshot()
@@ -84,6 +92,24 @@ class RoutingFollower:
                 self.refresh()
             except Exception:  # keep following whatever one round did
                 log.exception("routing refresh failed")
+            if self._heartbeat is not None:
+                self._heartbeat.beat(self.report())
+
+    def report(self) -> dict[str, Any]:
+        """What this instance serves, for ``loopline status``."""
+        snap = self.current
+        return {
+            "routing_version": snap.table.version,
+            "routes": {r.checkpoint_id: r.percent for r in snap.table.routes},
+            "kill_switch": snap.kill.on,
+            "redis_ok": snap.redis_ok,
+            "refused": self.refused,
+        }
+
+    def created(self) -> dict[str, float]:
+        """When each model serving now was checkpointed (epoch seconds): its age."""
+        manifests = {cid: self._cache.manifest(cid) for cid in self.current.models}
+        return {cid: m.created_at.timestamp() for cid, m in manifests.items() if m is not None}
 
     def refresh(self) -> None:
         current = self.current

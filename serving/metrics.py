@@ -2,7 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+
+class ServingNow:
+    """Each version serving now: its share and when its checkpoint was created.
+
+    Built per scrape from what :meth:`ServingMetrics.serving` last set, so a version
+    that left the table leaves the metrics too (removing a labelled gauge's children
+    warns once Feast has switched prometheus_client to multiprocess mode).
+    """
+
+    def __init__(self) -> None:
+        self.shares: dict[str, float] = {}
+        self.created: dict[str, float] = {}
+
+    def describe(self) -> Iterator[Metric]:
+        return self.collect()
+
+    def collect(self) -> Iterator[Metric]:
+        share = GaugeMetricFamily(
+            "loopline_serving_route_percent",
+            "Share of entities each model version serves in the table in force.",
+            labels=["model_version"],
+        )
+        for version, percent in self.shares.items():
+            share.add_metric([version], percent)
+        created = GaugeMetricFamily(
+            "loopline_serving_model_created_timestamp_seconds",
+            "When the checkpoint of each model version serving now was created.",
+            labels=["model_version"],
+        )
+        for version, at in self.created.items():
+            created.add_metric([version], at)
+        return iter([share, created])
 
 
 class ServingMetrics:
@@ -30,6 +66,8 @@ class ServingMetrics:
         self.routing_version = Gauge(
             "loopline_serving_routing_version", "Version of the routing table in force.", registry=r
         )
+        self.now = ServingNow()
+        r.register(self.now)
         self.refused = Gauge(
             "loopline_serving_checkpoints_refused",
             "Checkpoints in the routing table that failed verification.",
@@ -40,3 +78,7 @@ class ServingMetrics:
             "Predictions not logged because the producer buffer was full.",
             registry=r,
         )
+
+    def serving(self, shares: Mapping[str, float], created: Mapping[str, float]) -> None:
+        """What serves now, for the next scrape."""
+        self.now.shares, self.now.created = dict(shares), dict(created)

@@ -74,6 +74,11 @@ class ModelCache:
         self._loaded[checkpoint_id] = loaded
         return loaded
 
+    def manifest(self, checkpoint_id: str) -> CheckpointManifest | None:
+        """The manifest of a model already loaded; never loads."""
+        loaded = self._loaded.get(checkpoint_id)
+        return None if loaded is None else loaded.manifest
+
     def keep_only(self, checkpoint_ids: set[str]) -> None:
         """Forget models no table uses any more."""
         for cid in set(self._loaded) - checkpoint_ids:

@@ -118,6 +118,14 @@ class HealthMonitor:
             self.baseline.append(closed)
         return None
 
+    def verdict(self) -> str:
+        """``breach`` while an incident lasts, ``warming up`` until the baseline is full."""
+        if self.in_breach:
+            return "breach"
+        if len(self.baseline) < self.health.baseline_windows:
+            return "warming up"
+        return "healthy"
+
     def check(self, w: Window) -> list[dict[str, Any]]:
         h = self.health
         if w.total < h.min_events:

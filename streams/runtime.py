@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from datetime import datetime
@@ -20,6 +21,7 @@ from feature_repo.online import OnlineFeatures
 from loopline import accounting
 from loopline.contracts import CommandKind, FeatureValue, utcnow
 from loopline.control import make_command, send
+from loopline.heartbeat import Heartbeat
 from loopline.settings import Settings
 from loopline.spec import Spec
 from streams import metrics
@@ -63,6 +65,7 @@ class Runtime:
         self.examples_topic = settings.topic("examples")
         self.deadletter_topic = settings.topic("deadletter")
         self.health = HealthMonitor(spec, time.time())
+        self._heartbeat: Heartbeat | None = None
         self.partitions: dict[int, PartitionState] = {}
         self.lock = asyncio.Lock()
         self._sink: Sink | None = None
@@ -255,6 +258,8 @@ class Runtime:
     async def _watch_health(self) -> None:
         evidence = self.health.tick(time.time())
         metrics.record_health(self.health.last)
+        if self._heartbeat is None or self._heartbeat.due():  # no executor hop per batch
+            await self._run(self._beat)
         if evidence is None or not self.spec.health.auto_pause:
             return
         evidence["partitions"] = sorted(self.partitions)
@@ -270,7 +275,21 @@ class Runtime:
         metrics.AUTO_PAUSES.inc()
         log.warning("auto-pause sent (%s): %s", command.command_id, command.reason)
 
+    def _beat(self) -> None:
+        if self._heartbeat is None:
+            name = f"streams.{os.uname().nodename}-{os.getpid()}"
+            self._heartbeat = Heartbeat(self.settings, name)
+        self._heartbeat.beat(
+            {
+                "partitions": sorted(self.partitions),
+                "health": self.health.verdict(),
+                "last_window": self.health.last,
+            }
+        )
+
     def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.close()
         if self._rows:
             self._write_features(list(self._rows.values()))
         if self._sink is not None:

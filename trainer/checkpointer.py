@@ -24,10 +24,10 @@ from loopline.contracts import CheckpointManifest, utcnow
 from loopline.errors import CheckpointError
 from loopline.settings import Settings
 from loopline.spec import Spec
+from loopline.windows import ExcludedWindows
 from trainer.learner import Counts, Learner
 from trainer.metrics import ProgressiveMetrics
 from trainer.state import delete_orphans, load_state, save_state
-from trainer.windows import ExcludedWindows
 
 log = logging.getLogger(__name__)
 

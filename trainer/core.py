@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from loopline.contracts import CheckpointManifest, Command, CommandKind, Window, parse_ts
-from loopline.errors import CheckpointError, RecordError, SpecError
-from loopline.kafka import consumer_config, producer_config
+from loopline.contracts import CheckpointManifest, Command, CommandKind
+from loopline.control_state import ControlState
+from loopline.errors import CheckpointError, SpecError
+from loopline.heartbeat import Heartbeat
+from loopline.kafka import STATS_INTERVAL_MS, consumer_config, producer_config
 from loopline.settings import Settings
 from loopline.spec import Spec
+from loopline.windows import ExcludedWindows
 from trainer.batch import fetch, learn_batch
 from trainer.checkpointer import Checkpointer, new_lineage, replay_lineage
 from trainer.commands import ControlFeed
@@ -29,7 +33,6 @@ from trainer.exporter import Exporter
 from trainer.learner import Learner
 from trainer.metrics import check_names
 from trainer.replay import replay
-from trainer.windows import ExcludedWindows
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,9 @@ class Trainer:
         self._producer = Producer(producer_config(settings))
         self.checkpointer = Checkpointer(settings, self.spec, self._producer)
         self._feed = ControlFeed(settings, self.spec.name)
+        self._heartbeat = Heartbeat(settings, f"trainer.{self.spec.name}")
+        self._applied: deque[str] = deque(maxlen=500)
+        self._marks = ControlState(self.spec.name)
         self._consumer: Consumer | None = None
         self._assigned: list[TopicPartition] = []
         self._committed: dict[int, int] = {}
@@ -105,16 +111,22 @@ class Trainer:
         config = consumer_config(
             self.settings,
             group_id=f"{self.settings.topic_prefix}trainer.{self.spec.name}",
-            **{"max.poll.interval.ms": MAX_POLL_INTERVAL_MS},
+            **{
+                "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
+                "statistics.interval.ms": STATS_INTERVAL_MS,
+                "stats_cb": self.exporter.kafka_stats,
+            },
         )
         self._consumer = Consumer(config)
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         self.exporter.state(self.paused, len(tuple(self.windows)))
+        self._beat(force=True)
 
     def step(self, timeout: float = 0.5) -> int:
         """Apply new commands, learn one batch, checkpoint if due; return records handled."""
         assert self._consumer is not None, "call start() first"
-        for command in self._feed.poll():
+        commands = self._feed.poll()
+        for command in commands:
             self._apply(command)
         messages = fetch(self._consumer, self.batch_size, timeout)
         handled = 0
@@ -126,6 +138,7 @@ class Trainer:
             self._dirty = self._dirty or handled > 0
             self.exporter.counts(self.learner.counts)
         self._maybe_checkpoint()
+        self._beat(force=bool(commands))
         return handled
 
     def close(self) -> None:
@@ -138,6 +151,7 @@ class Trainer:
                 self._consumer.close()
                 self._consumer = None
             self._feed.close()
+            self._heartbeat.close()
             self._producer.flush(10)
             self.checkpointer.close()
 
@@ -236,22 +250,45 @@ class Trainer:
         elif kind is CommandKind.RESUME:
             self.resume()
         elif kind in (CommandKind.MARK_ANOMALOUS, CommandKind.CLEAR_ANOMALOUS):
-            try:
-                window = Window(
-                    parse_ts(command.args.get("start"), "start"),
-                    parse_ts(command.args.get("end"), "end"),
-                )
-            except (RecordError, ValueError) as exc:
-                log.error("ignoring %s %s: %s", kind.value, command.command_id, exc)
+            if not self._fence(command):
                 return
-            if kind is CommandKind.MARK_ANOMALOUS:
-                self.windows.mark(window)
-            else:
-                self.windows.clear(window)
-            log.info("%s [%s, %s): now %s", kind.value, window.start, window.end, self.windows)
         elif kind is CommandKind.REPLAY:
             self._replay(command)
+        self._applied.append(command.command_id)
         self.exporter.state(self.paused, len(tuple(self.windows)))
+
+    def _fence(self, command: Command) -> bool:
+        """Mark or clear an anomalous window; False if it names no window or mark.
+
+        The windows excluded are the union of the marks in force, so clearing one mark
+        leaves an overlapping one excluded.
+        """
+        before = dict(self._marks.marks)
+        self._marks.apply(command)
+        if self._marks.marks == before:
+            log.error("ignoring %s %s: no window changes", command.kind.value, command.command_id)
+            return False
+        self.windows.reset(self._marks.excluded)
+        log.info("%s %s: now %s", command.kind.value, command.command_id, self.windows)
+        return True
+
+    def _beat(self, force: bool = False) -> None:
+        """Tell ``loopline status`` (and operators waiting on a command) where we are."""
+        last = self.parent
+        self._heartbeat.beat(
+            {
+                "model": self.spec.name,
+                "spec_version": self.spec.spec_version,
+                "paused": self.paused,
+                "windows": [[w.start, w.end] for w in self.windows],
+                "lineage": self.lineage,
+                "checkpoint": last.checkpoint_id if last is not None else None,
+                "checkpoint_at": last.created_at if last is not None else None,
+                "position": self.position,
+                "applied": list(self._applied),
+            },
+            force=force,
+        )
 
     def pause(self) -> None:
         """Stop learning, keep the position and the group membership; checkpoint."""

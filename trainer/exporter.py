@@ -1,13 +1,17 @@
 """Prometheus metrics of one trainer, in its own registry (tests run several at once).
 
-Counters move once per batch, gauges once per checkpoint: never per example.
+Counters move once per batch, gauges once per checkpoint: never per example. The
+consumer lag comes from librdkafka's statistics (``stats_cb``), every
+:data:`~loopline.kafka.STATS_INTERVAL_MS`.
 """
 
 from __future__ import annotations
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from loopline.contracts import CheckpointManifest
+from loopline.kafka import consumer_lag
 from trainer.learner import Counts
 from trainer.metrics import ProgressiveMetrics
 
@@ -22,6 +26,8 @@ class Exporter:
             ["model", "outcome"],
             registry=self.registry,
         )
+        for outcome in Counts().as_dict():  # a trainer that never learns still shows 0
+            self.examples.labels(model_name, outcome)
         self.metric = Gauge(
             "loopline_trainer_progressive_metric",
             "Progressive (test-then-train) metric; scope is overall, window or holdout.",
@@ -58,6 +64,12 @@ class Exporter:
             ["model"],
             registry=self.registry,
         )
+        self.lag = Gauge(
+            "loopline_trainer_consumer_lag",
+            "Examples on the topic past this trainer's position, summed over its partitions.",
+            ["model"],
+            registry=self.registry,
+        )
         self._exported = Counts()
 
     def count_from(self, counts: Counts) -> None:
@@ -84,6 +96,12 @@ class Exporter:
             for name, value in values.items():
                 if value is not None:
                     self.metric.labels(self.model, name, scope).set(value)
+
+    def kafka_stats(self, raw: str) -> None:
+        """The consumer's ``stats_cb``: librdkafka calls it from ``consume``, on our thread."""
+        lag = consumer_lag(orjson.loads(raw))
+        if lag is not None:
+            self.lag.labels(self.model).set(lag)
 
     def state(self, paused: bool, windows: int) -> None:
         self.paused.labels(self.model).set(1 if paused else 0)

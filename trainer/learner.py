@@ -13,8 +13,8 @@ from loopline.contracts import Features
 from loopline.errors import Reason, RecordError
 from loopline.holdout import in_holdout
 from loopline.spec import Spec
+from loopline.windows import ExcludedWindows
 from trainer.metrics import ProgressiveMetrics
-from trainer.windows import ExcludedWindows
 
 
 @dataclass

@@ -100,9 +100,10 @@ def test_dev_stack_lifecycle_and_publishing(stack_env: dict[str, str], tmp_path:
         assert "out_of_range" in bad.stderr
         assert "published 2 events" in loopline(stack_env, "publish", str(parquet)).stdout
 
-        status = loopline(stack_env, "status").stdout
-        assert "events" in status
-        assert "8" in status.split("events", 1)[1].splitlines()[0]
+        status = json.loads(loopline(stack_env, "status", "--json").stdout)
+        assert status["accounting"]["published"] == 8
+        assert status["training"]["paused"] is False
+        assert status["data_health"]["verdict"].startswith("unknown")
     finally:
         down = loopline(stack_env, "dev", "down").stdout
     assert "stopped" in down

@@ -139,7 +139,7 @@ def test_a_new_model_ramps_to_100_percent_in_its_stages(settings: Settings) -> N
                 return ramp is not None and ramp.stage == i and ramp.status is RampStatus.RAMPING
 
             wait_for(at_stage, f"stage {stage}")
-            paused = runner.invoke(app, ["ramp", "pause"], env=env)
+            paused = runner.invoke(app, ["ramp", "pause", "--reason", "look closer"], env=env)
             assert paused.exit_code == 0, paused.output
             version = routing.table().version
             wait_for(
@@ -155,7 +155,7 @@ def test_a_new_model_ramps_to_100_percent_in_its_stages(settings: Settings) -> N
             assert [v for v in versions if v["fallback"]] == []
             share = 100 * sum(v["model_version"] == "ck-new" for v in versions) / len(versions)
             assert share == pytest.approx(percent, abs=2), f"stage {stage}: {share:.2f}% on ck-new"
-            resumed = runner.invoke(app, ["ramp", "resume"], env=env)
+            resumed = runner.invoke(app, ["ramp", "resume", "--reason", "fine"], env=env)
             assert resumed.exit_code == 0, resumed.output
 
         def promoted() -> RampState | None:

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from feature_repo.online import OnlineFeatures
 from loopline.contracts import Prediction
@@ -80,6 +81,14 @@ def test_answers_merge_online_features_and_are_logged(
     assert answers[0]["event_id"] == "ev-hot" and answers[1]["event_id"]
     assert health["status"] == "ok" and health["routes"] == {"ck-a": 100.0}
     assert 'loopline_serving_requests_total{outcome="ok"} 2.0' in metrics
+    served = {
+        (s.name, s.labels.get("model_version")): s.value
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
+    }
+    assert served["loopline_serving_route_percent", "ck-a"] == 100.0
+    created = store_of(settings).manifest("ck-a").created_at.timestamp()
+    assert served["loopline_serving_model_created_timestamp_seconds", "ck-a"] == created
     logged = [Prediction.from_json(m.value()) for m in read_topic(settings, "predictions", 2, 30)]
     assert sorted(p.event_id for p in logged) == sorted(a["event_id"] for a in answers)
     assert {p.model_version for p in logged} == {"ck-a"}

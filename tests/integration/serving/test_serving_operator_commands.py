@@ -6,7 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from loopline.cli import app
-from loopline.errors import CheckpointError, LooplineError
+from loopline.contracts import CommandKind
+from loopline.control import read_all
 from loopline.routing import RampStatus, RoutingStore, serve_only, split
 from loopline.settings import Settings
 from loopline.spec import DEFAULT_SPEC, load_spec
@@ -22,10 +23,11 @@ def routing(settings: Settings) -> RoutingStore:
     store.close()
 
 
-def loopline(settings: Settings, *args: str) -> object:
+def loopline(settings: Settings, *args: str, code: int = 0) -> str:
     result = CliRunner().invoke(app, list(args), env=cli_env(settings))
-    if result.exception is not None:
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
+    assert result.exit_code == code, result.output
     return result.output
 
 
@@ -43,16 +45,15 @@ def test_rollback_pin_and_kill_switch(settings: Settings, routing: RoutingStore)
     loopline(settings, "rollback", "--reason", "bad numbers")
     assert routing.table().champion == "ck-1" and routing.pinned() == "ck-1"
     assert "bad numbers" in routing.table().reason
-    with pytest.raises(CheckpointError, match="sha256"):
-        loopline(settings, "pin", "ck-bad")
-    loopline(settings, "pin", "ck-2")
+    assert "sha256" in loopline(settings, "pin", "ck-bad", "--reason", "x", code=1)
+    loopline(settings, "pin", "ck-2", "--reason", "known good")
     assert routing.table().checkpoint_ids == ("ck-2",) and routing.pinned() == "ck-2"
     loopline(settings, "unpin")
     assert routing.pinned() is None
 
-    loopline(settings, "kill-switch", "on", "--reason", "incident 7")
+    loopline(settings, "killswitch", "on", "--reason", "incident 7")
     assert routing.kill_switch().on and routing.kill_switch().reason == "incident 7"
-    loopline(settings, "kill-switch", "off")
+    loopline(settings, "killswitch", "off", "--reason", "over")
     assert not routing.kill_switch().on
     output = loopline(settings, "routes")
     assert "ck-2" in str(output) and "kill switch: off" in str(output)
@@ -60,16 +61,16 @@ def test_rollback_pin_and_kill_switch(settings: Settings, routing: RoutingStore)
 
 def test_ramp_pause_resume_abort(settings: Settings, routing: RoutingStore) -> None:
     spec = load_spec(DEFAULT_SPEC)
-    with pytest.raises(LooplineError, match="no ramp in progress"):
-        loopline(settings, "ramp", "pause")
+    assert "no ramp in progress" in loopline(settings, "ramp", "pause", "--reason", "x", code=1)
     ramp = start(spec, "ck-new", "ck-old")
     routing.update(lambda t, _: (split(t, "ck-new", "ck-old", ramp.percent, "test"), ramp), "test")
-    loopline(settings, "ramp", "pause")
+    loopline(settings, "ramp", "pause", "--reason", "look closer")
     assert routing.ramp().status is RampStatus.PAUSED  # type: ignore[union-attr]
-    loopline(settings, "ramp", "resume")
+    loopline(settings, "ramp", "resume", "--reason", "fine")
     assert routing.ramp().status is RampStatus.RAMPING  # type: ignore[union-attr]
     loopline(settings, "ramp", "abort", "--reason", "not today")
     assert routing.ramp().status is RampStatus.ABORTED  # type: ignore[union-attr]
     assert routing.table().checkpoint_ids == ("ck-old",)
-    with pytest.raises(LooplineError, match="no ramp in progress"):
-        loopline(settings, "ramp", "resume")
+    assert "no ramp in progress" in loopline(settings, "ramp", "resume", "--reason", "x", code=1)
+    kinds = [c.kind for c in read_all(settings)]
+    assert kinds == [CommandKind.PAUSE_RAMP, CommandKind.RESUME_RAMP, CommandKind.ABORT_RAMP]

@@ -10,9 +10,9 @@ from loopline.contracts import CommandKind
 from loopline.control import read_all
 from loopline.settings import Settings
 from loopline.spec import DEFAULT_SPEC, load_spec
+from loopline.windows import ExcludedWindows
 from trainer.checkpointer import Checkpointer
 from trainer.learner import Learner
-from trainer.windows import ExcludedWindows
 
 
 @pytest.fixture
@@ -41,9 +41,10 @@ def test_training_commands_go_to_control(settings: Settings, env: dict[str, str]
     invoke(env, "pause", "--model", spec.name, "--reason", "deploy")
     invoke(env, "resume")
     window = ("--start", "2026-01-01T00:00:00+00:00", "--end", "2026-01-02T00:00:00Z")
-    invoke(env, "mark-anomalous", *window, "--reason", "bots")
-    invoke(env, "clear-anomalous", *window)
-    out = invoke(env, "replay", "--from", manifest.checkpoint_id)
+    marked = invoke(env, "anomaly", "mark", *window, "--reason", "bots")
+    mark_id = marked.rsplit("anomaly id ", 1)[1].split()[0]
+    invoke(env, "anomaly", "clear", mark_id)
+    out = invoke(env, "replay", "--from", manifest.checkpoint_id, "--reason", "relearn")
     commands = read_all(settings)
     assert [c.kind for c in commands] == [
         CommandKind.PAUSE,
@@ -52,13 +53,15 @@ def test_training_commands_go_to_control(settings: Settings, env: dict[str, str]
         CommandKind.CLEAR_ANOMALOUS,
         CommandKind.REPLAY,
     ]
-    pause, resume, mark, _, replay = commands
+    pause, resume, mark, clear, replay = commands
     assert (pause.scope, pause.reason) == (spec.name, "deploy")
     assert resume.scope == "*"
     assert mark.args == {"start": "2026-01-01T00:00:00+00:00", "end": "2026-01-02T00:00:00+00:00"}
+    assert mark.command_id == mark_id and clear.args == {"id": mark_id, **mark.args}
+    assert "no trainer in scope is running" in marked
     assert (replay.scope, replay.args) == (spec.name, {"from": manifest.checkpoint_id})
     assert f"replay-{replay.command_id}" in out
-    listing = invoke(env, "checkpoints")
+    listing = invoke(env, "checkpoints", "list")
     assert manifest.checkpoint_id in listing
     assert "yes" in listing
 
@@ -66,12 +69,32 @@ def test_training_commands_go_to_control(settings: Settings, env: dict[str, str]
 def test_a_bad_window_is_rejected_before_sending(settings: Settings, env: dict[str, str]) -> None:
     result = CliRunner().invoke(
         app,
-        ["mark-anomalous", "--start", "2026-01-02T00:00:00Z", "--end", "2026-01-01T00:00:00Z"],
+        [
+            "anomaly",
+            "mark",
+            "--start",
+            "2026-01-02T00:00:00Z",
+            "--end",
+            "2026-01-01T00:00:00Z",
+            "--reason",
+            "x",
+        ],
         env=env,
     )
     assert result.exit_code != 0
     result = CliRunner().invoke(
-        app, ["mark-anomalous", "--start", "yesterday", "--end", "2026-01-01T00:00:00Z"], env=env
+        app,
+        [
+            "anomaly",
+            "mark",
+            "--start",
+            "yesterday",
+            "--end",
+            "2026-01-01T00:00:00Z",
+            "--reason",
+            "x",
+        ],
+        env=env,
     )
     assert result.exit_code != 0
     assert read_all(settings) == []

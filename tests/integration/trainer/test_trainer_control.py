@@ -217,3 +217,21 @@ def test_a_trainer_started_after_a_pause_joins_paused(settings: Settings, spec: 
         step_until(trainer, lambda: learned_all(trainer, 100), 60, "100 examples after resume")
     finally:
         trainer.close()
+
+
+def test_clearing_one_mark_keeps_an_overlapping_one(
+    settings: Settings, spec: Spec, trainer: Trainer
+) -> None:
+    def window_args(a: int, b: int) -> dict[str, str]:
+        return {
+            "start": (T0 + timedelta(hours=a)).isoformat(),
+            "end": (T0 + timedelta(hours=b)).isoformat(),
+        }
+
+    first = make_command(CommandKind.MARK_ANOMALOUS, spec.name, args=window_args(0, 3))
+    second = make_command(CommandKind.MARK_ANOMALOUS, spec.name, args=window_args(2, 5))
+    clear = make_command(CommandKind.CLEAR_ANOMALOUS, spec.name, args={"id": first.command_id})
+    for command in (first, second, clear):
+        send(settings, command)
+    step_until(trainer, lambda: clear.command_id in trainer._applied, 30, "the clear")
+    assert list(trainer.windows) == [Window(T0 + timedelta(hours=2), T0 + timedelta(hours=5))]

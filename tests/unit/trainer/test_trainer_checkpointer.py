@@ -5,10 +5,10 @@ import pytest
 from loopline.errors import CheckpointError
 from loopline.settings import Settings
 from loopline.spec import DEFAULT_SPEC, load_spec
+from loopline.windows import ExcludedWindows
 from tests.unit.trainer.trainer_data import make_examples
 from trainer.checkpointer import Checkpointer, new_lineage
 from trainer.learner import Learner
-from trainer.windows import ExcludedWindows
 
 SPEC = load_spec(DEFAULT_SPEC)
 

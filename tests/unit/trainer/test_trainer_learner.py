@@ -9,9 +9,9 @@ from loopline.contracts import Window
 from loopline.errors import RecordError
 from loopline.holdout import in_holdout
 from loopline.spec import DEFAULT_SPEC, load_spec
+from loopline.windows import ExcludedWindows
 from tests.unit.trainer.trainer_data import T0, make_examples
 from trainer.learner import Learner
-from trainer.windows import ExcludedWindows
 
 YARN = load_spec(DEFAULT_SPEC)
 DELIVERY = load_spec(Path(__file__).parents[2] / "specs" / "delivery_eta.toml")

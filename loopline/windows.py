@@ -68,5 +68,11 @@ class ExcludedWindows:
                 kept.append(Window(window.end, w.end))
         self._windows = tuple(sorted(kept, key=lambda w: w.start))
 
+    def reset(self, windows: Iterable[Window]) -> None:
+        """Replace every window, in place (learners hold a reference to this set)."""
+        self._windows = ()
+        for window in windows:
+            self.mark(window)
+
     def copy(self) -> ExcludedWindows:
         return ExcludedWindows(self._windows)

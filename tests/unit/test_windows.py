@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from loopline.contracts import Window
-from trainer.windows import ExcludedWindows
+from loopline.windows import ExcludedWindows
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -1,0 +1,201 @@
+"""Read-only operator views: ``status``, ``history``, ``deadletter tail``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from loopline.cli_settings import settings_of
+from loopline.errors import RecordError
+from loopline.kafka import read_tail
+from ops import history as timeline
+from ops import status as loop_status
+
+app = typer.Typer()
+deadletter_app = typer.Typer(help="Records the streams rejected, with why.")
+app.add_typer(deadletter_app, name="deadletter")
+console = Console()
+
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _json(value: Any) -> None:
+    console.out(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode(), highlight=False)
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: Json = False) -> None:
+    """The loop at a glance: training, serving, checkpoints, lag, accounting, data health."""
+    report = loop_status.collect(settings_of(ctx))
+    if as_json:
+        _json(report)
+        return
+    _render_status(report)
+
+
+def _rows(title: str, rows: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows.items():
+        table.add_row(key, "-" if value is None else str(value))
+    console.print(table)
+
+
+def _when(ts: Any) -> str:
+    return ts.isoformat(timespec="seconds") if isinstance(ts, datetime) else str(ts)
+
+
+def _render_status(r: dict[str, Any]) -> None:
+    t = r["training"]
+    if "error" in t:
+        _rows("training", t)
+    else:
+        state = "[red]PAUSED[/red]" if t["paused"] else "[green]learning[/green]"
+        rows: dict[str, Any] = {"state": state}
+        if t["paused"]:
+            rows["paused"] = f"since {_when(t['paused_since'])} by {t['paused_by']}"
+            rows["why"] = t["pause_reason"] or "-"
+        if t["trainer_paused"] is None:
+            rows["trainer"] = "[yellow]not running[/yellow]"
+        elif bool(t["trainer_paused"]) != t["paused"]:
+            rows["trainer"] = "[yellow]not yet applied[/yellow]"
+        for w in t["anomalous_windows"]:
+            rows[f"anomalous {w['id']}"] = (
+                f"[{_when(w['start'])}, {_when(w['end'])}) by {w['by']}: {w['reason']}"
+            )
+        _rows(f"training of {r['model']} v{r['spec_version']}", rows)
+    s = r["serving"]
+    if "error" in s:
+        _rows("serving", s)
+    else:
+        rows = {
+            "champion": s["champion"],
+            "routes": ", ".join(f"{c} {p:g}%" for c, p in s["routes"].items()) or "-",
+            "routing version": s["routing_version"],
+        }
+        if s["ramp"]:
+            ramp = s["ramp"]
+            rows["ramp"] = (
+                f"{ramp['candidate']} vs {ramp['baseline']}: {ramp['status']} at stage "
+                f"{ramp['stage']}/{ramp['stages']} ({ramp['percent']:g}%)"
+            )
+        rows["kill switch"] = (
+            f"[red]ON[/red] ({s['kill_switch_reason']})" if s["kill_switch"] else "off"
+        )
+        rows["pinned"] = s["pinned"]
+        _rows("serving", rows)
+    c = r["newest_checkpoint"]
+    if c is None:
+        _rows("newest checkpoint", {"checkpoint": "none yet"})
+    elif "error" in c:
+        _rows("newest checkpoint", c)
+    else:
+        _rows(
+            "newest checkpoint",
+            {
+                "id": c["id"],
+                "lineage": f"{c['lineage']} (spec v{c['spec_version']})",
+                "age": f"{c['age_seconds']:.0f}s (written {_when(c['created_at'])})",
+                "examples seen": c["examples_seen"],
+            },
+        )
+    lag = {
+        group: topics.get("error") or ", ".join(f"{t} {n}" for t, n in topics.items())
+        for group, topics in r["lag"].items()
+    }
+    _rows("consumer lag (records)", lag)
+    a = r["accounting"]
+    if "error" in a:
+        _rows("accounting", a)
+    else:
+        rows = {k: v for k, v in a.items() if k not in ("rejected", "balanced")}
+        rows["books"] = "balance" if a["balanced"] else "[red]do not balance[/red]"
+        _rows("accounting (events)", rows)
+    h = r["data_health"]
+    checks = ", ".join(f"{b.get('check')} {b.get('value')}" for b in h.get("breaches", []))
+    _rows("data health", {"verdict": h.get("verdict", h.get("error")), "breaches": checks or "-"})
+    workers = r["workers"]
+    if isinstance(workers, dict):
+        _rows("workers", workers)
+    else:
+        _rows(
+            "workers",
+            {
+                w["name"]: f"last beat {w['last_beat_seconds']:.0f}s ago"
+                + (" [red](stale)[/red]" if w["stale"] else "")
+                for w in workers
+            }
+            or {"-": "no worker reporting"},
+        )
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    since: Annotated[
+        str | None, typer.Option(help="From (RFC 3339, or HH:MM today, local time).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Until (same forms).")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show the last N entries.")] = 100,
+    as_json: Json = False,
+) -> None:
+    """Why the model changed: checkpoints, verdicts, pushes, ramps, rollbacks, pauses, in time order."""
+    try:
+        start = timeline.parse_when(since) if since else None
+        end = timeline.parse_when(until) if until else None
+    except (ValueError, RecordError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    entries = timeline.collect(settings_of(ctx), start, end)[-limit:]
+    if as_json:
+        _json([e.as_dict() for e in entries])
+        return
+    table = Table(title="history")
+    for column in ("at", "kind", "by", "what", "why"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        table.add_row(_when(e.at), e.kind, e.by, e.what, e.why)
+    console.print(table)
+
+
+@deadletter_app.command("tail")
+def deadletter_tail(
+    ctx: typer.Context,
+    reason: Annotated[
+        str | None, typer.Option(help="Only this reason code (e.g. wrong_type).")
+    ] = None,
+    count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many records.")] = 20,
+    as_json: Json = False,
+) -> None:
+    """The latest rejected records, with reason, detail and where they came from."""
+    # Read more than asked when filtering: the reason is in the headers only.
+    records = read_tail(settings_of(ctx), "deadletter", None if reason else count)
+    rows = []
+    for rec in sorted(records, key=lambda x: x.timestamp_ms):
+        h = {k: v.decode(errors="replace") for k, v in rec.headers.items()}
+        if reason is not None and h.get("reason") != reason:
+            continue
+        rows.append(
+            {
+                "reason": h.get("reason"),
+                "detail": h.get("detail"),
+                "source": f"{h.get('source_topic')}/{h.get('source_partition')}@{h.get('source_offset')}",
+                "key": (rec.key or b"").decode(errors="replace"),
+                "value": (rec.value or b"")[:200].decode(errors="replace"),
+            }
+        )
+    rows = rows[-count:]
+    if as_json:
+        _json(rows)
+        return
+    table = Table(title=f"deadletter ({len(rows)} shown)")
+    for column in ("reason", "detail", "source", "key", "value"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in ("reason", "detail", "source", "key", "value")))
+    console.print(table)
