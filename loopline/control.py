@@ -11,15 +11,14 @@ import contextlib
 import getpass
 import heapq
 import os
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from loopline.contracts import Command, CommandKind, utcnow
 from loopline.errors import BrokerUnavailable, RecordError
-from loopline.kafka import consumer_config, end_offsets, producer_config
+from loopline.kafka import producer_config, read_tail
 from loopline.settings import Settings
 
 ALL_SCOPES = "*"
@@ -63,29 +62,12 @@ def read_all(settings: Settings, timeout: float = 10.0) -> list[Command]:
     Each partition's commands keep their topic order (a scope's commands stay in the
     order they were sent); partitions are merged by ``issued_at``.
     """
-    topic = settings.topic("control")
-    consumer = Consumer(
-        consumer_config(settings, group_id=f"{settings.topic_prefix}control-reader")
-    )
-    deadline = time.monotonic() + timeout
-    try:
-        ends = {p: end for p, end in end_offsets(consumer, topic, timeout).items() if end > 0}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        per_partition: dict[int, list[Command]] = {p: [] for p in ends}
-        while ends:
-            if time.monotonic() > deadline:
-                raise BrokerUnavailable(f"could not read {topic} to its end within {timeout:g}s")
-            for msg in consumer.consume(1000, 0.5):
-                partition, offset = msg.partition(), msg.offset()
-                if msg.error() is not None or partition is None or offset is None:
-                    continue
-                with contextlib.suppress(RecordError):  # not ours to judge: skip, keep reading
-                    per_partition[partition].append(Command.from_json(msg.value() or b""))
-                if partition in ends and offset + 1 >= ends[partition]:
-                    del ends[partition]
-        return list(heapq.merge(*per_partition.values(), key=lambda c: c.issued_at))
-    finally:
-        consumer.close()
+    per_partition: dict[int, list[Command]] = {}
+    for record in read_tail(settings, "control", timeout=timeout):
+        with contextlib.suppress(RecordError):  # not ours to judge: skip, keep reading
+            command = Command.from_json(record.value or b"")
+            per_partition.setdefault(record.partition, []).append(command)
+    return list(heapq.merge(*per_partition.values(), key=lambda c: c.issued_at))
 
 
 def applies_to(command: Command, model_name: str) -> bool:

@@ -2,10 +2,10 @@
 
 One key per worker instance, ``<prefix>worker:<name>``, holding a JSON object with
 ``at`` (when it was written) and what the worker reports: paused or not, its
-position, the control commands it has applied, its data-health verdict. Keys expire
-after ``TTL_SECONDS``, so a worker that died disappears; ``loopline status`` shows one
-whose last beat is older than ``STALE_SECONDS`` as stale, and operator commands wait
-here to see a command take effect.
+position, the control commands it has applied (or refused, with why), its data-health
+verdict. Keys expire after ``TTL_SECONDS``, so a worker that died disappears;
+``loopline status`` shows one whose last beat is older than ``STALE_SECONDS`` as stale,
+and operator commands wait here to see a command take effect.
 """
 
 from __future__ import annotations
@@ -43,6 +43,12 @@ class WorkerStatus:
     def applied(self) -> set[str]:
         """Ids of the control commands this worker has applied (the last few hundred)."""
         return set(self.state.get("applied", ()))
+
+    @property
+    def refused_commands(self) -> dict[str, str]:
+        """Ids of the control commands this worker could not apply, with why."""
+        refused = self.state.get("refused_commands")
+        return {str(k): str(v) for k, v in refused.items()} if isinstance(refused, dict) else {}
 
 
 class Heartbeat:

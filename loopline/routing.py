@@ -280,6 +280,7 @@ class RoutingStore:
         self.champions_key = settings.key("champions")
         self.log_key = settings.key("log")
         self.applied_key = settings.key("control_applied")
+        self.rolled_back_key = settings.key("rolled_back")
         self._verdict_prefix = settings.key("verdict", "")
 
     def close(self) -> None:
@@ -313,6 +314,10 @@ class RoutingStore:
 
     def former_champions(self) -> list[str]:
         return [c.decode() for c in self.client.lrange(self.champions_key, 0, -1)]
+
+    def rolled_back(self) -> set[str]:
+        """Checkpoints a rollback took out of serving: never a rollback target again."""
+        return {m.decode() for m in self.client.smembers(self.rolled_back_key)}
 
     def log(self, count: int = 20) -> list[dict[str, Any]]:
         return [orjson.loads(e) for e in self.client.lrange(self.log_key, 0, count - 1)]

@@ -55,8 +55,9 @@ def rollback_target(store: RoutingStore) -> str:
     ramp, champion = store.ramp(), store.table().champion
     if ramp is not None and ramp.active:
         return ramp.baseline
+    rolled_back = store.rolled_back()
     for former in store.former_champions():
-        if former != champion:
+        if former != champion and former not in rolled_back:
             return former
     raise LooplineError("no earlier champion to roll back to; name a checkpoint")
 
@@ -66,9 +67,13 @@ def rollback(
 ) -> RoutingTable:
     target = to or rollback_target(store)
     verify_servable(settings, store, target)
-    return _serve_and_pin(
+    replaced = store.table().champion
+    table = _serve_and_pin(
         store, target, RampStatus.ROLLED_BACK, f"rollback to {target}: {reason}", by
     )
+    if replaced is not None and replaced != target:  # a second rollback goes further back
+        store.client.sadd(store.rolled_back_key, replaced)
+    return table
 
 
 def pin(

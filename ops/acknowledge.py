@@ -1,4 +1,5 @@
-"""Did a command take effect? Workers list the commands they applied in their heartbeats."""
+"""Did a command take effect? Workers list the commands they applied, or refused with
+why, in their heartbeats."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from loopline.settings import Settings
 @dataclass(frozen=True, slots=True)
 class Acknowledgement:
     applied: list[str]
+    refused: dict[str, str]  # worker -> why it could not apply the command
     pending: list[str]
     seconds: float
 
@@ -30,15 +32,21 @@ def live_trainers(settings: Settings, scope: str = ALL_SCOPES) -> list[heartbeat
 
 
 def await_applied(settings: Settings, command: Command, timeout: float) -> Acknowledgement:
-    """Wait until every live trainer in the command's scope reports it applied."""
+    """Wait until every live trainer in the command's scope reports it applied or refused."""
     started = time.monotonic()
     names = {w.name for w in live_trainers(settings, command.scope)}
     applied: set[str] = set()
+    refused: dict[str, str] = {}
     while True:
         for worker in heartbeat.read(settings):
-            if worker.name in names and command.command_id in worker.applied:
+            if worker.name not in names:
+                continue
+            if command.command_id in worker.applied:
                 applied.add(worker.name)
+            elif command.command_id in worker.refused_commands:
+                refused[worker.name] = worker.refused_commands[command.command_id]
         elapsed = time.monotonic() - started
-        if applied == names or elapsed >= timeout:
-            return Acknowledgement(sorted(applied), sorted(names - applied), elapsed)
+        pending = names - applied - set(refused)
+        if not pending or elapsed >= timeout:
+            return Acknowledgement(sorted(applied), refused, sorted(pending), elapsed)
         time.sleep(0.2)

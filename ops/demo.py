@@ -34,6 +34,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Column
 
 from loopline import accounting
 from loopline.contracts import utcnow
@@ -273,7 +274,7 @@ class Story:
             answers.update(self.probe.sample(10))
             return target is not None and set(answers) == {target}
 
-        self.chapter("serving follows the rollback", all_from_target, timeout=30, total=None)
+        self.chapter("serving follows rollback", all_from_target, timeout=30, total=None)
         return answers
 
     def books_balanced(self) -> bool:
@@ -320,10 +321,12 @@ def run_demo(settings: Settings, console: Console, plan: Plan | None = None) -> 
     streams_port = free_port()
     progress = Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        TextColumn("[dim]{task.fields[info]}"),
+        TextColumn("{task.description}", table_column=Column(no_wrap=True, min_width=26)),
+        BarColumn(bar_width=16, table_column=Column(min_width=16)),
+        TimeElapsedColumn(table_column=Column(min_width=7)),
+        TextColumn(
+            "[dim]{task.fields[info]}", table_column=Column(no_wrap=True, overflow="ellipsis")
+        ),
         console=console,
     )
     with Workers(run_dir / "logs") as workers, progress:
@@ -352,25 +355,25 @@ def _tell(story: Story, v2_spec: Path) -> Ending:
     time.sleep(2.0)  # let the workers come up before the first events
     traffic.start()
     story.say(f"the shop opens: {plan.rate:g} impressions/s, 2% of them broken records")
-    story.chapter("the streams join and start reading", story.streams_reading, timeout=120)
+    story.chapter("streams join", story.streams_reading, timeout=120)
     warmup = health.window_seconds * (health.baseline_windows + 0.5)
     story.schedule_bots(warmup)
-    story.traffic_until("features update, labels arrive, v1 learns", traffic.bots.start)
+    story.traffic_until("the shop opens, v1 learns", traffic.bots.start)
     story.traffic_until("bots flood the shop", traffic.bots.end)
     story.chapter(
-        "the operator fences the burst off",
+        "operator fences the burst",
         lambda: story.operator.fenced,
         timeout=60,
     )
     story.deploy_v2(v2_spec)
     story.chapter(
-        "v2 learns from the start of examples and qualifies",
+        "v2 deployed, qualifying",
         story.v2_ramping,
         timeout=plan.catch_up_timeout,
     )
     stages = len(story.watch.ramp.stages) if story.watch.ramp is not None else 5
     story.chapter(
-        "v2 ramps up against v1",
+        "v2 ramps 1% → 100%",
         lambda: story.watch.ramp is not None and not story.watch.ramp.active,
         timeout=stages * plan.dwell_seconds + 60,
         total=float(stages),
@@ -381,7 +384,7 @@ def _tell(story: Story, v2_spec: Path) -> Ending:
     promoted = ramp is not None and ramp.status is RampStatus.PROMOTED
     if ramp is not None and ramp.status in (RampStatus.PROMOTED, RampStatus.ROLLED_BACK):
         story.timeline.marks.append(Mark(ramp.updated_at, f"v2 {ramp.status.value}"))
-    title = "v2 serves every shopper" if promoted else "the shop goes on"
+    title = "v2 serves everyone" if promoted else "the shop goes on"
     story.traffic_until(title, traffic.elapsed + plan.after_promotion)
     traffic.stop()
     story.say(f"the shop closes after {traffic.elapsed:.0f}s of traffic: {traffic.info()}")
@@ -389,7 +392,7 @@ def _tell(story: Story, v2_spec: Path) -> Ending:
     answers = story.serving_follows(target)
     horizon = story.settings.load_spec().label.horizon_seconds
     story.chapter(
-        "the last labels' horizon passes",
+        "last labels' horizon",
         story.books_balanced,
         timeout=horizon + 30,
         info=story.books_info,

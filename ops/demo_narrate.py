@@ -6,6 +6,7 @@ markup; :func:`narrate` prints everything new from one poll.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,13 @@ from loopline.contracts import Command, CommandKind
 from loopline.routing import RampState, RampStatus
 from ops.demo_operator import OPERATOR, describe_breaches
 from ops.demo_watch import News, Watch
+
+_CHECKPOINT_ID = re.compile(r"[\w.]+-\d{8}T\d{12}-[0-9a-f]{6}")
+
+
+def shorten(watch: Watch, text: str) -> str:
+    """Checkpoint ids in ``text`` as the narration names them (``v1·4cfd37``), escaped."""
+    return escape(_CHECKPOINT_ID.sub(lambda m: watch.name(m.group(0)), text))
 
 
 def clock(started: datetime, at: datetime) -> str:
@@ -41,10 +49,10 @@ def verdict_line(watch: Watch, verdict: dict[str, Any]) -> str:
         )
     name = escape(watch.name(cid))
     if verdict.get("action") == "not judged":  # a newer one came while the holdout filled
-        return f"[dim]checkpoint {name}: {learned}→ not judged: {escape(_reasons(verdict))}[/dim]"
+        return f"[dim]checkpoint {name}: {learned}→ not judged: {shorten(watch, _reasons(verdict))}[/dim]"
     if verdict.get("verdict") == "qualified":
-        return f"checkpoint {name}: {learned}→ [green]qualified[/green]: {escape(str(verdict.get('action')))}"
-    return f"checkpoint {name}: {learned}→ [red]refused[/red]: {escape(_reasons(verdict))}"
+        return f"checkpoint {name}: {learned}→ [green]qualified[/green]: {shorten(watch, str(verdict.get('action')))}"
+    return f"checkpoint {name}: {learned}→ [red]refused[/red]: {shorten(watch, _reasons(verdict))}"
 
 
 def _reasons(verdict: dict[str, Any]) -> str:
@@ -78,15 +86,16 @@ def ramp_line(watch: Watch, ramp: RampState) -> str:
         )
     if ramp.status is RampStatus.PROMOTED:
         return f"[bold magenta]ramp: {candidate} promoted: it serves every shopper[/bold magenta]"
-    return f"[bold magenta]ramp of {candidate} {ramp.status.value}: {escape(ramp.reason)}[/bold magenta]"
+    reason = shorten(watch, ramp.reason)
+    return f"[bold magenta]ramp of {candidate} {ramp.status.value}: {reason}[/bold magenta]"
 
 
-def routing_line(entry: dict[str, Any]) -> str | None:
+def routing_line(watch: Watch, entry: dict[str, Any]) -> str | None:
     """Routing changes that no verdict or ramp line tells: rollbacks, pins, kill switch."""
     action, by = str(entry.get("action", "")), str(entry.get("by", ""))
     if action.startswith(("push ", "ramp ")) and by == "pusher":
         return None
-    return f"[bold]routing: {escape(action)}[/bold] (by {escape(by)})"
+    return f"[bold]routing: {shorten(watch, action)}[/bold] (by {escape(by)})"
 
 
 def narrate(console: Console, watch: Watch, news: News) -> None:
@@ -98,5 +107,5 @@ def narrate(console: Console, watch: Watch, news: News) -> None:
     if news.ramp_moved and watch.ramp is not None:
         console.print(ramp_line(watch, watch.ramp))
     for entry in news.routing:
-        if (line := routing_line(entry)) is not None:
+        if (line := routing_line(watch, entry)) is not None:
             console.print(line)

@@ -9,7 +9,7 @@ that command does through the same library calls.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,15 +37,24 @@ def describe_breaches(evidence: dict[str, Any]) -> str:
         if breach.get("feature"):
             text += f"[{breach['feature']}]"
         if isinstance(breach.get("value"), int | float):
-            text += f" {breach['value']:.3g}"
-        extra = [f"{k} {breach[k]:.3g}" for k in ("baseline", "limit") if k in breach]
+            text += f" {_number(breach['value'])}"
+        extra = [f"{k} {_number(breach[k])}" for k in ("baseline", "limit") if k in breach]
         parts.append(f"{text} ({', '.join(extra)})" if extra else text)
     return "; ".join(parts)
 
 
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 class Operator:
-    def __init__(self, settings: Settings, console: Console) -> None:
-        self.settings, self.console = settings, console
+    def __init__(
+        self,
+        settings: Settings,
+        console: Console,
+        send: Callable[[Settings, Command], Command] = send,
+    ) -> None:
+        self.settings, self.console, self._send = settings, console, send
         self.burst: tuple[datetime, datetime] | None = None  # as the traffic dashboard shows it
         self.paused_by_monitor = False
         self.fenced = False
@@ -86,7 +95,7 @@ class Operator:
             "loopline", "anomaly", "mark", "--start", first, "--end", last, "--reason", reason
         )
         args = {"start": start.isoformat(), "end": end.isoformat()}
-        return send(
+        return self._send(
             self.settings,
             make_command(CommandKind.MARK_ANOMALOUS, reason=reason, issued_by=OPERATOR, args=args),
         )
@@ -94,7 +103,7 @@ class Operator:
     def resume(self, reason: str) -> Command:
         self._say("loopline", "resume")
         kind = CommandKind.RESUME
-        return send(self.settings, make_command(kind, reason=reason, issued_by=OPERATOR))
+        return self._send(self.settings, make_command(kind, reason=reason, issued_by=OPERATOR))
 
     def rollback(self, store: RoutingStore, reason: str, to: str | None = None) -> RoutingTable:
         self._say("loopline", "rollback", *(["--to", to] if to else []), "--reason", reason)

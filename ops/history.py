@@ -5,11 +5,14 @@ One time line from the records each part of the loop keeps: checkpoints (the
 reasons, and what the push did), every change to the routing state (pushes, ramp
 stages, guardrail rollbacks, operators' rollbacks, pins, the kill switch: the routing
 log in Redis, its last 200 entries) and every command on ``control`` (pauses,
-resumes, anomalous windows, replays, with who and why).
+resumes, anomalous windows, replays, with who and why). A source that cannot be read,
+or that no longer reaches back to ``since``, is named in the notes: the time line is
+then incomplete, and says so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from typing import Any
@@ -19,10 +22,12 @@ import redis
 
 from loopline.contracts import CheckpointManifest, CommandKind, parse_ts
 from loopline.control import read_all
-from loopline.errors import RecordError
+from loopline.errors import LooplineError, RecordError
 from loopline.kafka import read_tail
 from loopline.routing import RoutingStore
 from loopline.settings import Settings
+
+ROUTING_LOG_DEPTH = 200  # what the routing log keeps (loopline.routing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,16 +42,41 @@ class Entry:
         return {"at": self.at, "kind": self.kind, "by": self.by, "what": self.what, "why": self.why}
 
 
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    entries: list[Entry]  # in time order
+    unread: dict[str, str]  # source -> why it could not be read
+    caveats: list[str]  # sources read that do not reach back far enough
+
+
 def collect(
     settings: Settings, since: datetime | None = None, until: datetime | None = None
-) -> list[Entry]:
-    entries = [
-        *_control(settings),
-        *_checkpoints(settings),
-        *_verdicts(settings),
-        *_routing(settings),
-    ]
-    return sorted(
+) -> Timeline:
+    """The entries in ``[since, until]`` in time order, and what is missing from them."""
+    sources: dict[str, Callable[[Settings], list[Entry]]] = {
+        "control": _control,
+        "checkpoints": _checkpoints,
+        "verdicts": _verdicts,
+        "routing log": _routing,
+    }
+    entries: list[Entry] = []
+    unread: dict[str, str] = {}
+    caveats = []
+    for name, read in sources.items():
+        try:
+            found = read(settings)
+        except (LooplineError, redis.RedisError, OSError) as exc:
+            unread[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        if name == "routing log" and len(found) >= ROUTING_LOG_DEPTH:
+            oldest = min(e.at for e in found)
+            if since is None or since < oldest:
+                caveats.append(
+                    f"the routing log keeps its last {ROUTING_LOG_DEPTH} changes: "
+                    f"pushes and ramps before {oldest.isoformat(timespec='seconds')} are not shown"
+                )
+        entries.extend(found)
+    kept = sorted(
         (
             e
             for e in entries
@@ -54,6 +84,7 @@ def collect(
         ),
         key=lambda e: e.at,
     )
+    return Timeline(kept, unread, caveats)
 
 
 def _control(settings: Settings) -> list[Entry]:
@@ -99,10 +130,10 @@ def _verdicts(settings: Settings) -> list[Entry]:
     for raw in raws:
         if raw is None:
             continue
-        v = orjson.loads(raw)
         try:
+            v = orjson.loads(raw)
             at = parse_ts(v.get("decided_at"), "decided_at")
-        except RecordError:
+        except (orjson.JSONDecodeError, AttributeError, RecordError):
             continue
         verdict = str(v.get("verdict"))
         what = f"{verdict} {v.get('checkpoint_id')}"
@@ -116,7 +147,7 @@ def _verdicts(settings: Settings) -> list[Entry]:
 def _routing(settings: Settings) -> list[Entry]:
     store = RoutingStore(settings)
     try:
-        log = store.log(200)
+        log = store.log(ROUTING_LOG_DEPTH)
     finally:
         store.close()
     entries = []

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
+import redis
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -28,7 +29,7 @@ from loopline.cli_settings import settings_of
 from loopline.contracts import Command, CommandKind
 from loopline.control import make_command, send
 from loopline.errors import BrokerUnavailable, LooplineError
-from loopline.routing import RoutingStore
+from loopline.routing import Route, RoutingStore
 from loopline.settings import Settings
 from ops.training_commands import refuse
 
@@ -47,6 +48,12 @@ def _routing(ctx: typer.Context) -> Iterator[tuple[Settings, RoutingStore]]:
     store = RoutingStore(settings)
     try:
         yield settings, store
+    except redis.RedisError as exc:  # the routing state is out of reach: say so, no traceback
+        errors.print(
+            f"[red]error:[/red] Redis failed ({exc}); nothing was recorded on control, "
+            "check the routing state with `loopline routes` once Redis answers"
+        )
+        raise typer.Exit(2) from None
     finally:
         store.close()
 
@@ -61,6 +68,7 @@ def _carry_out(
         try:
             done = actions.apply(settings, store, command)
         except LooplineError as exc:
+            store.client.srem(store.applied_key, command.command_id)  # never sent: no claim
             raise refuse(str(exc)) from None
     assert done is not None
     _record(settings, command)
@@ -96,6 +104,9 @@ def rollback(
             target = to or actions.rollback_target(store)
         except LooplineError as exc:
             raise refuse(str(exc)) from None
+        table, ramp = store.table(), store.ramp()
+    if table.routes == (Route(target, 100.0),) and not (ramp is not None and ramp.active):
+        raise refuse(f"{target} already serves everyone (`loopline pin {target}` holds it)")
     done = _carry_out(ctx, CommandKind.ROLLBACK, reason, {"checkpoint": target})
     console.print(f"{done} for everyone; pinned: `loopline unpin` resumes pushes")
 

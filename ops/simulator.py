@@ -65,17 +65,20 @@ class Shopper:
 class YarnShop:
     """Deterministic for a seed. ``progress`` in [0, 1] drives the drift."""
 
-    def __init__(self, seed: int = 7, shoppers: int = 2000) -> None:
+    def __init__(self, seed: int = 7, shoppers: int = 2000, bots: int = 400) -> None:
         self.rng = random.Random(seed)
-        self.shoppers = [
-            Shopper(self.rng.choice(CATEGORIES), self.rng.choices(DEVICES, (6, 3, 1))[0])
-            for _ in range(shoppers)
-        ]
+        self.shoppers = [self._shopper() for _ in range(shoppers)]
+        # A botnet rotating fake ids: each looks like a busy shopper who never clicks.
+        self.bots = [self._shopper() for _ in range(bots)]
+
+    def _shopper(self) -> Shopper:
+        return Shopper(self.rng.choice(CATEGORIES), self.rng.choices(DEVICES, (6, 3, 1))[0])
 
     def impression(self, progress: float, bot: bool = False) -> Impression:
         rng = self.rng
-        index = rng.randrange(25) if bot else rng.randrange(len(self.shoppers))
-        shopper = self.shoppers[index]
+        pool = self.bots if bot else self.shoppers
+        index = rng.randrange(len(pool))
+        shopper = pool[index]
         category = shopper.favourite if rng.random() < 0.3 else rng.choice(CATEGORIES)
         price = round(math.exp(rng.gauss(3.0, 0.6)), 2)
         price = min(max(price, 0.5), 500.0)
@@ -185,8 +188,9 @@ def run_traffic(
 ) -> TrafficReport:
     """Publish the shop's traffic in real time for ``seconds`` at ``rate`` events/s.
 
-    Bots flood the shop at ``bot_multiplier`` times the rate during ``bot_window``. ``stop`` ends the traffic early; ``report`` (a fresh one
-    by default) is updated as it goes, so another thread may watch it.
+    Bots flood the shop at ``bot_multiplier`` times the rate during ``bot_window``.
+    ``stop`` ends the traffic early; ``report`` (a fresh one by default) is updated as
+    it goes, so another thread may watch it.
     """
     shop = YarnShop(seed)
     rng = random.Random(seed + 1)

@@ -4,7 +4,9 @@ Control (paused or not, anomalous windows) is folded from the ``control`` topic;
 serves and the ramp come from the routing state in Redis; the newest checkpoint from
 the checkpoint store; lag from the consumer groups' committed offsets; accounting and
 workers' heartbeats (data-health verdict included) from Redis. A part that cannot be
-read is reported as an error in its section, so the rest still shows during an outage.
+read is reported as an error in its section, so the rest still shows during an outage;
+the broker is asked once first, so that an unreachable one costs seconds, not a
+timeout per section.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from loopline.contracts import utcnow
 from loopline.control import read_all
 from loopline.control_state import ControlState
 from loopline.errors import LooplineError
-from loopline.kafka import group_lag, topic_sizes
+from loopline.kafka import group_lag, topic_sizes, wait_for_broker
 from loopline.routing import RoutingStore
 from loopline.settings import Settings
 
 HEALTH_ORDER = ("breach", "warming up", "healthy")
+BROKER_PROBE_SECONDS = 5.0
 
 
 def consumer_groups(settings: Settings, model: str) -> dict[str, tuple[str, ...]]:
@@ -48,18 +51,23 @@ def _section(read: Callable[[], Any]) -> Any:
 def collect(settings: Settings) -> dict[str, Any]:
     spec = settings.load_spec()
     workers = _section(lambda: heartbeat.read(settings))
+    down = _section(partial(wait_for_broker, settings.kafka_bootstrap, BROKER_PROBE_SECONDS))
+
+    def via_broker(read: Callable[[], Any]) -> Any:
+        return down if down is not None else _section(read)
+
     return {
         "at": utcnow(),
         "model": spec.name,
         "spec_version": spec.spec_version,
-        "training": _section(lambda: _training(settings, spec.name, workers)),
+        "training": via_broker(lambda: _training(settings, spec.name, workers)),
         "serving": _section(lambda: _serving(settings)),
         "newest_checkpoint": _section(lambda: _newest_checkpoint(settings, spec.name)),
         "lag": {
-            group: _section(partial(group_lag, settings, group, topics))
+            group: via_broker(partial(group_lag, settings, group, topics))
             for group, topics in consumer_groups(settings, spec.name).items()
         },
-        "accounting": _section(lambda: _accounting(settings)),
+        "accounting": via_broker(lambda: _accounting(settings)),
         "data_health": _health(workers),
         "workers": _workers(workers),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -12,7 +13,8 @@ from rich.table import Table
 
 from loopline.cli_settings import settings_of
 from loopline.errors import RecordError
-from loopline.kafka import read_tail
+from loopline.kafka import Record, read_tail
+from loopline.settings import Settings
 from ops import history as timeline
 from ops import status as loop_status
 
@@ -20,8 +22,12 @@ app = typer.Typer()
 deadletter_app = typer.Typer(help="Records the streams rejected, with why.")
 app.add_typer(deadletter_app, name="deadletter")
 console = Console()
+errors = Console(stderr=True)
 
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+#: How far back ``deadletter tail --reason`` searches by default, per partition.
+SCAN_LIMIT = 200_000
 
 
 def _json(value: Any) -> None:
@@ -151,16 +157,23 @@ def history(
         end = timeline.parse_when(until) if until else None
     except (ValueError, RecordError) as exc:
         raise typer.BadParameter(str(exc)) from None
-    entries = timeline.collect(settings_of(ctx), start, end)[-limit:]
+    found = timeline.collect(settings_of(ctx), start, end)
+    entries = found.entries[-limit:]
     if as_json:
         _json([e.as_dict() for e in entries])
-        return
-    table = Table(title="history")
-    for column in ("at", "kind", "by", "what", "why"):
-        table.add_column(column, overflow="fold")
-    for e in entries:
-        table.add_row(_when(e.at), e.kind, e.by, e.what, e.why)
-    console.print(table)
+    else:
+        table = Table(title="history")
+        for column in ("at", "kind", "by", "what", "why"):
+            table.add_column(column, overflow="fold")
+        for e in entries:
+            table.add_row(_when(e.at), e.kind, e.by, e.what, e.why)
+        console.print(table)
+    for caveat in found.caveats:
+        errors.print(f"[yellow]incomplete:[/yellow] {caveat}")
+    for source, why in found.unread.items():
+        errors.print(f"[red]incomplete:[/red] {source} not read: {why}")
+    if found.unread:
+        raise typer.Exit(1)
 
 
 @deadletter_app.command("tail")
@@ -170,16 +183,21 @@ def deadletter_tail(
         str | None, typer.Option(help="Only this reason code (e.g. wrong_type).")
     ] = None,
     count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many records.")] = 20,
+    scan: Annotated[
+        int, typer.Option(min=1, help="With --reason, search at most this many per partition.")
+    ] = SCAN_LIMIT,
     as_json: Json = False,
 ) -> None:
     """The latest rejected records, with reason, detail and where they came from."""
-    # Read more than asked when filtering: the reason is in the headers only.
-    records = read_tail(settings_of(ctx), "deadletter", None if reason else count)
+    records, searched, whole = _deadlettered(settings_of(ctx), reason, count, scan)
+    if reason is not None and len(records) < count and not whole:
+        errors.print(
+            f"[yellow]searched the newest {searched} records of each partition only[/yellow] "
+            "(--scan to search further)"
+        )
     rows = []
     for rec in sorted(records, key=lambda x: x.timestamp_ms):
         h = {k: v.decode(errors="replace") for k, v in rec.headers.items()}
-        if reason is not None and h.get("reason") != reason:
-            continue
         rows.append(
             {
                 "reason": h.get("reason"),
@@ -199,3 +217,24 @@ def deadletter_tail(
     for row in rows:
         table.add_row(*(str(row[c]) for c in ("reason", "detail", "source", "key", "value")))
     console.print(table)
+
+
+def _deadlettered(
+    settings: Settings, reason: str | None, count: int, scan: int
+) -> tuple[list[Record], int, bool]:
+    """The records with this reason (any with None) among the newest of each partition,
+    how many of each were searched, and whether that was each partition whole.
+
+    The reason is in the headers only, so a filtered tail reads backwards in growing
+    steps until enough match: never the whole topic at once, at most ``scan`` each.
+    """
+    step = count if reason is None else min(max(count * 20, 1000), scan)
+    while True:
+        records = read_tail(settings, "deadletter", step)
+        whole = all(n < step for n in Counter(r.partition for r in records).values())
+        matching = [
+            r for r in records if reason is None or r.headers.get("reason") == reason.encode()
+        ]
+        if reason is None or len(matching) >= count or whole or step >= scan:
+            return matching, step, whole
+        step = min(step * 8, scan)

@@ -4,7 +4,9 @@ Each change is one auditable :class:`~loopline.contracts.Command` on ``control``
 when, why) that every trainer in scope (``--model``, all by default) applies, now or
 when it next starts. Before sending, a command is checked against what ``control``
 already says is in force: one that cannot apply says why and sends nothing. After
-sending, the command waits (``--wait``) until each running trainer reports it applied.
+sending, the command waits (``--wait``) until each running trainer reports it applied
+(or refused, with why). Only sending needs the broker: with Redis down, where
+heartbeats live, a command still goes out, but whether it applied cannot be confirmed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import datetime
 from typing import Annotated
 
 import orjson
+import redis
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -53,7 +56,12 @@ def models_in_scope(settings: Settings, scope: str) -> list[str]:
     if scope != ALL_SCOPES:
         return [scope]
     names = {settings.load_spec().name}
-    names |= {str(w.state.get("model")) for w in live_trainers(settings)}
+    try:
+        names |= {str(w.state.get("model")) for w in live_trainers(settings)}
+    except redis.RedisError as exc:  # heartbeats are out of reach, not the control topic
+        errors.print(
+            f"[yellow]cannot read heartbeats ({exc}): judging by the spec's model[/yellow]"
+        )
     return sorted(names)
 
 
@@ -71,14 +79,25 @@ def deliver(settings: Settings, command: Command, wait: float) -> None:
     )
     if wait <= 0:
         return
-    ack = await_applied(settings, command, wait)
+    try:
+        ack = await_applied(settings, command, wait)
+    except redis.RedisError as exc:
+        errors.print(
+            f"[yellow]cannot confirm it applied: heartbeats unreadable ({exc})[/yellow]; "
+            "it stays on control"
+        )
+        raise typer.Exit(1) from None
     if ack.applied:
         console.print(f"applied by {', '.join(ack.applied)} within {ack.seconds:.1f}s")
+    for name, why in sorted(ack.refused.items()):
+        errors.print(f"[red]sent, but {name} cannot apply it:[/red] {why}")
     if ack.pending:
         errors.print(
             f"[yellow]not applied by {', '.join(ack.pending)} within {wait:g}s[/yellow]: "
             "it stays on control; see `loopline status`"
         )
+        raise typer.Exit(1)
+    if ack.refused:
         raise typer.Exit(1)
     if not ack.applied:
         console.print("no trainer in scope is running: it applies when one starts")
@@ -235,6 +254,14 @@ def replay(
         verify(manifest, blob.read_bytes() if blob.exists() else b"", key)
     except CheckpointError as exc:
         raise refuse(f"cannot replay from {from_checkpoint}: {exc}") from None
+    spec = settings.load_spec()
+    identity = (manifest.spec_version, manifest.schema_hash)
+    if manifest.model_name == spec.name and identity != (spec.spec_version, spec.schema_hash):
+        raise refuse(
+            f"cannot replay from {from_checkpoint}: it is {spec.name} v{manifest.spec_version} "
+            f"schema {manifest.schema_hash}; the trainer runs v{spec.spec_version} "
+            f"schema {spec.schema_hash}"
+        )
     command = make_command(
         CommandKind.REPLAY, manifest.model_name, reason=reason, args={"from": from_checkpoint}
     )

@@ -71,6 +71,7 @@ class Trainer:
         self._feed = ControlFeed(settings, self.spec.name)
         self._heartbeat = Heartbeat(settings, f"trainer.{self.spec.name}")
         self._applied: deque[str] = deque(maxlen=500)
+        self._refused: deque[tuple[str, str]] = deque(maxlen=100)  # (command id, why)
         self._marks = ControlState(self.spec.name)
         self._consumer: Consumer | None = None
         self._assigned: list[TopicPartition] = []
@@ -107,7 +108,9 @@ class Trainer:
             self.checkpointer.announce(restored.manifest)
         self.exporter.count_from(self.learner.counts)
         if replays and self._replay_pending(replays[-1]):
-            self._replay(replays[-1])
+            why = self._replay(replays[-1])
+            if why is not None:
+                self._refused.append((replays[-1].command_id, why))
         config = consumer_config(
             self.settings,
             group_id=f"{self.settings.topic_prefix}trainer.{self.spec.name}",
@@ -244,21 +247,24 @@ class Trainer:
     # -- control -----------------------------------------------------------------------
 
     def _apply(self, command: Command) -> None:
-        kind = command.kind
+        """Apply one command; heartbeats list it as applied, or as refused with why."""
+        kind, why = command.kind, None
         if kind is CommandKind.PAUSE:
             self.pause()
         elif kind is CommandKind.RESUME:
             self.resume()
         elif kind in (CommandKind.MARK_ANOMALOUS, CommandKind.CLEAR_ANOMALOUS):
-            if not self._fence(command):
-                return
+            why = self._fence(command)
         elif kind is CommandKind.REPLAY:
-            self._replay(command)
+            why = self._replay(command)
+        if why is not None:
+            self._refused.append((command.command_id, why))
+            return
         self._applied.append(command.command_id)
         self.exporter.state(self.paused, len(tuple(self.windows)))
 
-    def _fence(self, command: Command) -> bool:
-        """Mark or clear an anomalous window; False if it names no window or mark.
+    def _fence(self, command: Command) -> str | None:
+        """Mark or clear an anomalous window; why not if it names no window or mark.
 
         The windows excluded are the union of the marks in force, so clearing one mark
         leaves an overlapping one excluded.
@@ -266,11 +272,12 @@ class Trainer:
         before = dict(self._marks.marks)
         self._marks.apply(command)
         if self._marks.marks == before:
-            log.error("ignoring %s %s: no window changes", command.kind.value, command.command_id)
-            return False
+            why = "no anomalous window changes (a malformed window, or no such mark in force)"
+            log.error("ignoring %s %s: %s", command.kind.value, command.command_id, why)
+            return why
         self.windows.reset(self._marks.excluded)
         log.info("%s %s: now %s", command.kind.value, command.command_id, self.windows)
-        return True
+        return None
 
     def _beat(self, force: bool = False) -> None:
         """Tell ``loopline status`` (and operators waiting on a command) where we are."""
@@ -286,6 +293,7 @@ class Trainer:
                 "checkpoint_at": last.created_at if last is not None else None,
                 "position": self.position,
                 "applied": list(self._applied),
+                "refused_commands": dict(self._refused),
             },
             force=force,
         )
@@ -315,14 +323,15 @@ class Trainer:
             return False
         return all(m.lineage != lineage for m in self.checkpointer.store.manifests(self.spec.name))
 
-    def _replay(self, command: Command) -> None:
-        """Relearn from an earlier checkpoint up to the current position, as a new lineage."""
+    def _replay(self, command: Command) -> str | None:
+        """Relearn from an earlier checkpoint up to the current position, as a new lineage;
+        why not if it cannot."""
         source = str(command.args.get("from", ""))
         try:
             restored = self.checkpointer.load(source, self.windows)
         except CheckpointError as exc:
             log.error("replay %s refused: %s", command.command_id, exc)
-            return
+            return f"cannot replay from {source}: {exc}"
         consumer, was_paused = self._consumer, self.paused
         if consumer is not None and self._assigned and not was_paused:
             consumer.pause(self._assigned)
@@ -331,7 +340,7 @@ class Trainer:
             replay(self.settings, restored.learner, dict(restored.manifest.offsets), target)
         except CheckpointError as exc:
             log.error("replay %s from %s failed: %s", command.command_id, source, exc)
-            return
+            return f"replay from {source} failed: {exc}"
         finally:
             if consumer is not None and self._assigned and not was_paused:
                 consumer.resume(self._assigned)
@@ -347,3 +356,4 @@ class Trainer:
             self.lineage,
             manifest.checkpoint_id if manifest else None,
         )
+        return None

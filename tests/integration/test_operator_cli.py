@@ -24,7 +24,7 @@ from typer.testing import CliRunner, Result
 
 from loopline.cli import app
 from loopline.contracts import CommandKind, utcnow
-from loopline.control import read_all
+from loopline.control import make_command, read_all, send
 from loopline.devstack import free_port
 from loopline.heartbeat import WorkerStatus
 from loopline.heartbeat import read as heartbeats
@@ -32,6 +32,7 @@ from loopline.kafka import producer_config
 from loopline.publisher import Publisher
 from loopline.routing import RoutingStore
 from loopline.settings import Settings
+from ops.acknowledge import await_applied
 from tests.integration.serving.serving_support import wait_for
 from tests.integration.streams.streams_support import spec_variant
 
@@ -194,6 +195,12 @@ def test_operator_commands_against_running_workers(loop: Settings) -> None:
     assert "not paused" in cli(s, "resume", code=1).stderr
     assert len(commands(s, CommandKind.RESUME)) == 1
 
+    # with Redis out of reach a pause still goes out on control, unconfirmed
+    dead_redis = s.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    assert "cannot confirm" in cli(dead_redis, "pause", "--reason", "redis down", code=1).stderr
+    eventually(lambda: trainer_beat(s).state["paused"], "the trainer to pause", 10)
+    assert "applied by trainer." in cli(s, "resume", "--reason", "redis back").stdout
+
     # anomalous windows: mark, list, refuse a duplicate and an unknown id, clear
     start = (utcnow() - timedelta(hours=2)).replace(microsecond=0)
     window = ["--start", start.isoformat(), "--end", (start + timedelta(hours=1)).isoformat()]
@@ -211,21 +218,25 @@ def test_operator_commands_against_running_workers(loop: Settings) -> None:
     assert cli_json(s, "anomaly", "list") == []
     assert trainer_beat(s).state["windows"] == []
     assert len(commands(s, CommandKind.MARK_ANOMALOUS)) == 1
+    assert len(commands(s, CommandKind.CLEAR_ANOMALOUS)) == 1  # the refused clear sent nothing
 
     # kill switch: serving answers from the fallback at once; twice on is refused
     assert predict(s)["fallback"] is False
     cli(s, "killswitch", "on", "--reason", "incident 7")
     eventually(lambda: predict(s)["fallback"], "serving to answer from the fallback", 10)
     assert "already on" in cli(s, "killswitch", "on", "--reason", "x", code=1).stderr
+    assert "Redis failed" in cli(dead_redis, "killswitch", "off", "--reason", "x", code=2).stderr
     cli(s, "killswitch", "off", "--reason", "incident over")
     eventually(lambda: not predict(s)["fallback"], "serving to answer from models", 10)
     assert len(commands(s, CommandKind.KILL_SWITCH_ON)) == 1
+    assert len(commands(s, CommandKind.KILL_SWITCH_OFF)) == 1
 
     # rollback: refused to an unknown checkpoint; otherwise serves the former champion
     eventually(lambda: routing.former_champions(), "a fresher champion to replace the first")
-    version = routing.table().version
+    version, claims = routing.table().version, routing.client.scard(routing.applied_key)
     assert "not qualified" in cli(s, "rollback", "--to", "ck-x", "--reason", "x", code=1).stderr
     assert routing.table().version == version and not commands(s, CommandKind.ROLLBACK)
+    assert routing.client.scard(routing.applied_key) == claims  # no claim left behind
     cli(s, "rollback", "--reason", "numbers look off")
     target = routing.table().champion
     assert target == routing.former_champions()[0] or target in routing.former_champions()
@@ -233,6 +244,8 @@ def test_operator_commands_against_running_workers(loop: Settings) -> None:
     eventually(lambda: predict(s)["model_version"] == target, "serving the rolled-back model")
     (rollback,) = commands(s, CommandKind.ROLLBACK)
     assert (rollback.reason, rollback.args["checkpoint"]) == ("numbers look off", target)
+    again = cli(s, "rollback", "--to", target, "--reason", "x", code=1).stderr
+    assert "already serves everyone" in again and len(commands(s, CommandKind.ROLLBACK)) == 1
     cli(s, "unpin")
     assert "nothing is pinned" in cli(s, "unpin", code=1).stderr
 
@@ -241,9 +254,15 @@ def test_operator_commands_against_running_workers(loop: Settings) -> None:
     assert len(rows) == 3 and all(r["source"].startswith(s.topic("events")) for r in rows)
     malformed = cli_json(s, "deadletter", "tail", "--reason", "malformed_json")
     assert malformed and {r["reason"] for r in malformed} == {"malformed_json"}
+    assert rows[-1]["reason"] != "malformed_json"  # so the newest record alone holds none
+    short = cli(s, "deadletter", "tail", "--reason", "malformed_json", "--scan", "1", "--json")
+    assert orjson.loads(short.stdout) == [] and "searched the newest 1" in short.stderr
 
     # replay: refused from a checkpoint that does not exist; else a new lineage appears
     assert "cannot replay" in cli(s, "replay", "--from", "ck-x", "--reason", "x", code=1).stderr
+    bogus = send(s, make_command(CommandKind.REPLAY, s.load_spec().name, args={"from": "ck-x"}))
+    ack = await_applied(s, bogus, 30)
+    assert not ack.applied and not ack.pending and "ck-x" in ack.refused[trainer_beat(s).name]
     listed = cli_json(s, "checkpoints", "list")
     assert listed and all(c["verified"] == "yes" for c in listed)
     oldest = min(listed, key=lambda c: c["created_at"])
@@ -262,4 +281,7 @@ def test_operator_commands_against_running_workers(loop: Settings) -> None:
     whys = {e["why"] for e in entries if e["kind"] == "control"}
     assert {"maintenance", "bot attack", "numbers look off", "incident 7"} <= whys
     assert any("rollback to" in e["what"] for e in entries if e["kind"] == "routing")
+    partial = cli(dead_redis, "history", "--json", code=1)
+    assert "routing log not read" in partial.stderr
+    assert {e["kind"] for e in orjson.loads(partial.stdout)} == {"control", "checkpoint"}
     routing.close()

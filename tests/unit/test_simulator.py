@@ -42,7 +42,8 @@ def test_bots_never_click() -> None:
     shop = YarnShop(seed=2)
     bots = [shop.impression(0.5, bot=True) for _ in range(500)]
     assert not any(b.clicked for b in bots)
-    assert len({b.entity_id for b in bots}) <= 25
+    assert all(b.entity_id.startswith("bot-") for b in bots)
+    assert len({b.entity_id for b in bots}) <= len(shop.bots)
 
 
 def test_broken_records_are_all_rejected() -> None:

@@ -74,3 +74,17 @@ def test_ramp_pause_resume_abort(settings: Settings, routing: RoutingStore) -> N
     assert "no ramp in progress" in loopline(settings, "ramp", "resume", "--reason", "x", code=1)
     kinds = [c.kind for c in read_all(settings)]
     assert kinds == [CommandKind.PAUSE_RAMP, CommandKind.RESUME_RAMP, CommandKind.ABORT_RAMP]
+
+
+def test_a_second_rollback_goes_further_back(settings: Settings, routing: RoutingStore) -> None:
+    spec = load_spec(DEFAULT_SPEC)
+    store = store_of(settings)
+    for cid in ("ck-0", "ck-1", "ck-2"):
+        save(store, spec, cid, ConstantModel(0.1))
+        routing.record_verdict(cid, {"checkpoint_id": cid, "verdict": "qualified"})
+        routing.update(lambda t, _, c=cid: (serve_only(t, c, "test"), None), "test")  # type: ignore[misc]
+    loopline(settings, "rollback", "--reason", "ck-2 is bad")
+    assert routing.table().champion == "ck-1"
+    loopline(settings, "rollback", "--reason", "ck-1 too")
+    assert routing.table().champion == "ck-0", "a rollback must not bring back what it rolled away"
+    assert "no earlier champion" in loopline(settings, "rollback", "--reason", "x", code=1)

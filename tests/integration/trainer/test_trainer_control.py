@@ -235,3 +235,17 @@ def test_clearing_one_mark_keeps_an_overlapping_one(
         send(settings, command)
     step_until(trainer, lambda: clear.command_id in trainer._applied, 30, "the clear")
     assert list(trainer.windows) == [Window(T0 + timedelta(hours=2), T0 + timedelta(hours=5))]
+
+
+def test_a_command_that_cannot_apply_is_reported_refused_with_why(
+    settings: Settings, spec: Spec, trainer: Trainer
+) -> None:
+    replay = make_command(CommandKind.REPLAY, spec.name, args={"from": "ck-missing"})
+    clear = make_command(CommandKind.CLEAR_ANOMALOUS, spec.name, args={"id": "no-such-mark"})
+    for command in (replay, clear):
+        send(settings, command)
+    step_until(trainer, lambda: clear.command_id in dict(trainer._refused), 30, "the refusals")
+    refused = dict(trainer._refused)
+    assert "ck-missing" in refused[replay.command_id]
+    assert "no anomalous window changes" in refused[clear.command_id]
+    assert not {replay.command_id, clear.command_id} & set(trainer._applied)
