@@ -135,8 +135,7 @@ class CheckpointStore:
                 found.append(manifest)
         return sorted(found, key=lambda m: (m.created_at, m.examples_seen), reverse=True)
 
-    def load(self, checkpoint_id: str) -> tuple[CheckpointManifest, Any]:
-        """A verified checkpoint's manifest and model; :class:`CheckpointError` otherwise."""
+    def _verified(self, checkpoint_id: str) -> tuple[CheckpointManifest, bytes]:
         manifest = self.manifest(checkpoint_id)
         blob_path, _ = self._paths(checkpoint_id)
         try:
@@ -144,6 +143,15 @@ class CheckpointStore:
         except FileNotFoundError:
             raise CheckpointError(f"checkpoint {checkpoint_id}: model blob is missing") from None
         verify(manifest, blob, self._key)
+        return manifest, blob
+
+    def verified(self, checkpoint_id: str) -> CheckpointManifest:
+        """The manifest of a checkpoint that verifies (nothing unpickled); CheckpointError otherwise."""
+        return self._verified(checkpoint_id)[0]
+
+    def load(self, checkpoint_id: str) -> tuple[CheckpointManifest, Any]:
+        """A verified checkpoint's manifest and model; :class:`CheckpointError` otherwise."""
+        manifest, blob = self._verified(checkpoint_id)
         return manifest, pickle.loads(blob)
 
     def latest(

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from loopline.checkpoints import CheckpointStore, verify
+from loopline.checkpoints import CheckpointStore
 from loopline.cli_settings import settings_of
 from loopline.contracts import Command, CommandKind, Window, parse_ts
 from loopline.control import ALL_SCOPES, make_command, read_all, send
@@ -247,11 +247,8 @@ def replay(
     """
     settings = settings_of(ctx)
     key = settings.signing_key.get_secret_value().encode()
-    store = CheckpointStore(settings.checkpoint_dir, key)
     try:
-        manifest = store.manifest(from_checkpoint)
-        blob = settings.checkpoint_dir / f"{manifest.checkpoint_id}.model"
-        verify(manifest, blob.read_bytes() if blob.exists() else b"", key)
+        manifest = CheckpointStore(settings.checkpoint_dir, key).verified(from_checkpoint)
     except CheckpointError as exc:
         raise refuse(f"cannot replay from {from_checkpoint}: {exc}") from None
     spec = settings.load_spec()
@@ -277,9 +274,8 @@ def checkpoints_list(ctx: typer.Context, model: Model = ALL_SCOPES, as_json: Jso
     store = CheckpointStore(settings.checkpoint_dir, key)
     rows = []
     for manifest in store.manifests(None if model == ALL_SCOPES else model):
-        blob = settings.checkpoint_dir / f"{manifest.checkpoint_id}.model"
         try:
-            verify(manifest, blob.read_bytes() if blob.exists() else b"", key)
+            store.verified(manifest.checkpoint_id)
             verified = "yes"
         except CheckpointError as exc:
             verified = f"NO: {exc}"

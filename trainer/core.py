@@ -281,6 +281,8 @@ class Trainer:
 
     def _beat(self, force: bool = False) -> None:
         """Tell ``loopline status`` (and operators waiting on a command) where we are."""
+        if not force and not self._heartbeat.due():  # built once a second, not per batch
+            return
         last = self.parent
         self._heartbeat.beat(
             {

@@ -9,8 +9,6 @@ command that cannot apply says why, exits 1, and changes and sends nothing.
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +31,7 @@ from loopline.publisher import Publisher
 from loopline.routing import RoutingStore
 from loopline.settings import Settings
 from ops.acknowledge import await_applied
+from ops.demo_workers import Workers
 from tests.integration.serving.serving_support import wait_for
 from tests.integration.streams.streams_support import spec_variant
 
@@ -60,29 +59,10 @@ def fast_spec(directory: Path) -> Path:
 def loop(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     """The four workers as `loopline run <worker>` processes."""
     s = settings.replace(spec=fast_spec(tmp_path), serving_port=free_port(), log_level="INFO")
-    s.state_dir.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for worker in WORKERS:
-        with (s.state_dir / f"{worker}.log").open("ab") as log:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "loopline", "run", worker],
-                    env=s.process_env(),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-    try:
+    with Workers(s.state_dir / "logs") as workers:
+        for worker in WORKERS:
+            workers.start(worker, worker, s)
         yield s
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def cli(s: Settings, *args: str, code: int = 0) -> Result:

@@ -16,7 +16,6 @@ from loopline.settings import Settings
 from loopline.spec import DEFAULT_SPEC, Guardrail, Qualification, Ramp, Spec, load_spec
 from tests.integration.serving.serving_support import (
     announce,
-    cli_env,
     publish_examples,
     pusher,
     serving,
@@ -117,7 +116,7 @@ def test_a_new_model_ramps_to_100_percent_in_its_stages(settings: Settings) -> N
     spec = spec_with(Ramp(stages=(1, 5, 25, 50, 100), dwell_seconds=1.0))
     champion_and_holdout(settings, spec)
     runner = CliRunner()
-    env = cli_env(settings)
+    env = settings.to_env()
     routing = RoutingStore(settings)
     with (
         pusher(settings, spec),

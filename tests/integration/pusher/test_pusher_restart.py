@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,6 @@ from loopline.settings import Settings
 from loopline.spec import DEFAULT_SPEC
 from tests.integration.serving.serving_support import (
     announce,
-    cli_env,
     publish_examples,
     store_of,
     wait_for,
@@ -38,7 +36,7 @@ def short_ramp_spec(directory: Path) -> Path:
 
 @contextmanager
 def pusher_process(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, **cli_env(settings)}
+    env = settings.process_env()
     command = [sys.executable, "-c", "from loopline.cli import main; main()", "run", "pusher"]
     with log.open("ab") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -89,15 +89,3 @@ def pusher(settings: Settings, spec: Spec) -> Iterator[Pusher]:
     finally:
         stop.set()
         thread.join(15)
-
-
-def cli_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes ``loopline`` commands act on this test's deployment."""
-    return {
-        "LOOPLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "LOOPLINE_REDIS_URL": settings.redis_url,
-        "LOOPLINE_TOPIC_PREFIX": settings.topic_prefix,
-        "LOOPLINE_CHECKPOINT_DIR": str(settings.checkpoint_dir),
-        "LOOPLINE_STATE_DIR": str(settings.state_dir),
-        "LOOPLINE_SPEC": str(settings.spec),
-    }

@@ -12,7 +12,7 @@ from loopline.routing import RampStatus, RoutingStore, serve_only, split
 from loopline.settings import Settings
 from loopline.spec import DEFAULT_SPEC, load_spec
 from pusher.ramp import start
-from tests.integration.serving.serving_support import cli_env, store_of
+from tests.integration.serving.serving_support import store_of
 from tests.unit.pusher.pusher_support import ConstantModel, save
 
 
@@ -24,7 +24,7 @@ def routing(settings: Settings) -> RoutingStore:
 
 
 def loopline(settings: Settings, *args: str, code: int = 0) -> str:
-    result = CliRunner().invoke(app, list(args), env=cli_env(settings))
+    result = CliRunner().invoke(app, list(args), env=settings.to_env())
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     assert result.exit_code == code, result.output

@@ -17,14 +17,7 @@ from trainer.learner import Learner
 
 @pytest.fixture
 def env(settings: Settings) -> dict[str, str]:
-    return {
-        "LOOPLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "LOOPLINE_REDIS_URL": settings.redis_url,
-        "LOOPLINE_TOPIC_PREFIX": settings.topic_prefix,
-        "LOOPLINE_CHECKPOINT_DIR": str(settings.checkpoint_dir),
-        "LOOPLINE_STATE_DIR": str(settings.state_dir),
-        "COLUMNS": "300",
-    }
+    return settings.to_env() | {"COLUMNS": "300"}
 
 
 def invoke(env: dict[str, str], *args: str) -> str:
