@@ -29,6 +29,14 @@ from loopline.errors import Reason, RecordError
 
 SCHEMA_VERSION = 1
 MAX_RECORD_BYTES = 64 * 1024
+#: The instants a record may name. Far enough inside what ``datetime`` can hold that
+#: converting an offset to UTC, or adding any horizon or window length, cannot overflow;
+#: nothing a record describes happened before the Unix epoch (Kafka's timestamps start there).
+TS_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+TS_MAX = datetime(9000, 1, 1, tzinfo=UTC)
+#: How deeply free-form fields (a Command's ``args`` and ``evidence``) may nest: well
+#: under what orjson can encode again (254 levels), so what decodes re-encodes.
+MAX_DEPTH = 32
 
 FeatureValue = float | int | str | bool | None
 Features = dict[str, FeatureValue]
@@ -41,18 +49,20 @@ def utcnow() -> datetime:
 
 def load_object(raw: bytes | str, max_bytes: int = MAX_RECORD_BYTES) -> dict[str, Any]:
     """Parse one JSON object, rejecting oversized, malformed and non-object input."""
+    if not isinstance(raw, bytes | bytearray | memoryview | str):
+        raise RecordError(Reason.WRONG_TYPE, f"expected bytes, got {type(raw).__name__}")
     if len(raw) > max_bytes:
         raise RecordError(Reason.TOO_LARGE, f"{len(raw)} bytes > limit {max_bytes}")
     try:
         obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+    except orjson.JSONDecodeError as exc:  # also invalid UTF-8 and nesting past 1024
         raise RecordError(Reason.MALFORMED_JSON, str(exc)) from None
     if not isinstance(obj, dict):
         raise RecordError(Reason.WRONG_TYPE, f"expected a JSON object, got {type(obj).__name__}")
     version = obj.get("schema_version", _MISSING)
     if version is _MISSING:
         raise RecordError(Reason.MISSING_FIELD, "schema_version")
-    if version != SCHEMA_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise RecordError(Reason.UNSUPPORTED_SCHEMA, f"schema_version {version!r} (supported: 1)")
     return obj
 
@@ -81,14 +91,28 @@ def _opt_str(obj: Mapping[str, Any], name: str) -> str | None:
 
 
 def _number(obj: Mapping[str, Any], name: str) -> float:
-    value = _get(obj, name)
+    return _as_number(_get(obj, name), name)
+
+
+def _as_number(value: Any, name: str) -> float:
     if isinstance(value, bool):
         return float(value)
     if not isinstance(value, int | float):
         raise RecordError(Reason.WRONG_TYPE, f"{name} must be a number")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:  # an int past what a float holds
+        raise RecordError(Reason.OUT_OF_RANGE, f"{name} is too large") from None
+    if not math.isfinite(number):
         raise RecordError(Reason.OUT_OF_RANGE, f"{name} is not finite")
-    return float(value)
+    return number
+
+
+def _int(obj: Mapping[str, Any], name: str) -> int:
+    value = _get(obj, name)
+    if type(value) is not int:
+        raise RecordError(Reason.WRONG_TYPE, f"{name} must be an integer")
+    return value
 
 
 def _bool(obj: Mapping[str, Any], name: str, default: bool = False) -> bool:
@@ -99,15 +123,29 @@ def _bool(obj: Mapping[str, Any], name: str, default: bool = False) -> bool:
 
 
 def parse_ts(value: Any, name: str = "ts") -> datetime:
-    """An RFC 3339 timestamp with an offset, returned in UTC."""
+    """An RFC 3339 timestamp with an offset in ``[TS_MIN, TS_MAX)``, returned in UTC.
+
+    Anything else raises :class:`RecordError`, and nothing but it:
+
+    >>> parse_ts("9999-12-31T23:59:59-10:00")
+    Traceback (most recent call last):
+    ...
+    loopline.errors.RecordError: out_of_range: ts 9999-12-31T23:59:59-10:00 is not in [1970-01-01T00:00:00+00:00, 9000-01-01T00:00:00+00:00)
+    """
     if not isinstance(value, str):
         raise RecordError(Reason.WRONG_TYPE, f"{name} must be an RFC 3339 string")
     try:
         ts = datetime.fromisoformat(value)
     except ValueError:
         raise RecordError(Reason.WRONG_TYPE, f"{name} is not an RFC 3339 timestamp") from None
-    if ts.tzinfo is None:
+    if ts.tzinfo is None or ts.utcoffset() is None:
         raise RecordError(Reason.WRONG_TYPE, f"{name} has no UTC offset")
+    # Compared before converting: converting near datetime's edges overflows.
+    if not TS_MIN <= ts < TS_MAX:
+        raise RecordError(
+            Reason.OUT_OF_RANGE,
+            f"{name} {value[:40]} is not in [{TS_MIN.isoformat()}, {TS_MAX.isoformat()})",
+        )
     return ts.astimezone(UTC)
 
 
@@ -128,6 +166,22 @@ def _dict(
     if not isinstance(value, dict):
         raise RecordError(Reason.WRONG_TYPE, f"{name} must be an object")
     return value
+
+
+def _free_form(obj: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A JSON object kept as it is, nested at most ``MAX_DEPTH`` levels."""
+    value = _dict(obj, name, {})
+    level: list[Any] = [value]
+    for _ in range(MAX_DEPTH):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return value
+    raise RecordError(Reason.OUT_OF_RANGE, f"{name} nests deeper than {MAX_DEPTH} levels")
 
 
 def _features(obj: Mapping[str, Any]) -> Features:
@@ -282,8 +336,8 @@ class Command(_Record):
             issued_at=_ts(obj, "issued_at"),
             issued_by=_str(obj, "issued_by"),
             reason=reason,
-            args=_dict(obj, "args", {}),
-            evidence=_dict(obj, "evidence", {}),
+            args=_free_form(obj, "args"),
+            evidence=_free_form(obj, "evidence"),
         )
 
 
@@ -332,37 +386,41 @@ class CheckpointManifest(_Record):
     @classmethod
     def from_json(cls, raw: bytes | str, max_bytes: int = 4 * MAX_RECORD_BYTES) -> Self:
         obj = load_object(raw, max_bytes)
+        offsets = {}
+        for p, o in _dict(obj, "offsets").items():
+            if not (p.isascii() and p.isdigit()) or type(o) is not int:
+                raise RecordError(Reason.WRONG_TYPE, f"offsets: {p!r} is not partition: offset")
+            offsets[int(p)] = o
+        windows = obj.get("excluded_windows", [])
+        if not isinstance(windows, list) or not all(isinstance(w, dict) for w in windows):
+            raise RecordError(Reason.WRONG_TYPE, "excluded_windows must be a list of objects")
         try:
-            offsets = {int(p): int(o) for p, o in _dict(obj, "offsets").items()}
-            windows = tuple(
-                Window(parse_ts(w["start"], "window.start"), parse_ts(w["end"], "window.end"))
-                for w in obj.get("excluded_windows", [])
-            )
-            metrics = {
-                str(k): (None if v is None else float(v))
-                for k, v in _dict(obj, "metrics", {}).items()
-            }
-            spec_version = int(_get(obj, "spec_version"))
-            seen, excluded = int(_get(obj, "examples_seen")), int(_get(obj, "examples_excluded"))
-        except (TypeError, ValueError, KeyError) as exc:
-            raise RecordError(Reason.WRONG_TYPE, f"manifest field: {exc}") from None
+            excluded = tuple(Window(_ts(w, "start"), _ts(w, "end")) for w in windows)
+        except ValueError as exc:  # an empty window
+            raise RecordError(Reason.OUT_OF_RANGE, f"excluded window: {exc}") from None
+        metrics: dict[str, float | None] = {}
+        for k, v in _dict(obj, "metrics", {}).items():
+            metrics[k] = None if v is None else _as_number(v, f"metric {k!r}")
+        signature = obj.get("signature") or ""
+        if not isinstance(signature, str):
+            raise RecordError(Reason.WRONG_TYPE, "signature must be a string")
         return cls(
             checkpoint_id=_str(obj, "checkpoint_id"),
             parent_id=_opt_str(obj, "parent_id"),
             model_name=_str(obj, "model_name"),
-            spec_version=spec_version,
+            spec_version=_int(obj, "spec_version"),
             schema_hash=_str(obj, "schema_hash"),
             offsets=offsets,
             event_time_min=_opt_ts(obj, "event_time_min"),
             event_time_max=_opt_ts(obj, "event_time_max"),
-            examples_seen=seen,
-            examples_excluded=excluded,
-            excluded_windows=windows,
+            examples_seen=_int(obj, "examples_seen"),
+            examples_excluded=_int(obj, "examples_excluded"),
+            excluded_windows=excluded,
             metrics=metrics,
             blob_sha256=_str(obj, "blob_sha256"),
             created_at=_ts(obj, "created_at"),
             lineage=_str(obj, "lineage"),
-            signature=str(obj.get("signature") or ""),
+            signature=signature,
         )
 
 

@@ -16,7 +16,7 @@ from datetime import datetime
 
 import orjson
 
-from loopline.contracts import MAX_RECORD_BYTES, SCHEMA_VERSION, Example, Features
+from loopline.contracts import MAX_RECORD_BYTES, SCHEMA_VERSION, TS_MAX, TS_MIN, Example, Features
 
 _NUMBER = (int, float)
 _VALUE_TYPES = frozenset((int, float, str, bool, type(None)))
@@ -45,7 +45,7 @@ def decode(raw: bytes | None) -> Decoded:
             and _VALUE_TYPES.issuperset(map(type, features.values()))
         ):
             ts = datetime.fromisoformat(ts_text)
-            if ts.tzinfo is not None:
+            if ts.tzinfo is not None and TS_MIN <= ts < TS_MAX:
                 return event_id, ts, features, float(label)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         pass
