@@ -3,15 +3,20 @@
 Commands are keyed by scope (a model name, or ``*``), so one scope's commands stay in
 order. Workers read the topic from the beginning on start to rebuild their state
 (paused or not, anomalous windows, kill switch), then follow it.
+
+The topic is kept forever and anyone with write access can put bytes on it, so a
+record that holds no Command is skipped and counted (:func:`decode`,
+:attr:`ControlLog.unreadable`): one bad record must not stop every reader for good.
 """
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import heapq
+import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Producer
@@ -20,6 +25,8 @@ from loopline.contracts import Command, CommandKind, utcnow
 from loopline.errors import BrokerUnavailable, RecordError
 from loopline.kafka import producer_config, read_tail
 from loopline.settings import Settings
+
+log = logging.getLogger(__name__)
 
 ALL_SCOPES = "*"
 
@@ -56,18 +63,45 @@ def send(settings: Settings, command: Command, timeout: float = 10.0) -> Command
     return command
 
 
-def read_all(settings: Settings, timeout: float = 10.0) -> list[Command]:
-    """Every command on the topic so far (bad records skipped).
+def decode(value: bytes | None, where: str = "", level: int = logging.WARNING) -> Command | None:
+    """The Command in one ``control`` record, or None (logged) if it holds none."""
+    try:
+        return Command.from_json(value or b"")
+    except RecordError as exc:  # not ours to judge: skip, keep reading
+        log.log(level, "skipping an unreadable control record%s: %s", where and f" at {where}", exc)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ControlLog:
+    """Every command on ``control`` so far, and how many records held none."""
+
+    commands: list[Command]
+    unreadable: int = 0
+
+
+def read_log(settings: Settings, timeout: float = 10.0) -> ControlLog:
+    """Every command on the topic so far; records that hold none are counted, not fatal.
 
     Each partition's commands keep their topic order (a scope's commands stay in the
     order they were sent); partitions are merged by ``issued_at``.
     """
     per_partition: dict[int, list[Command]] = {}
+    unreadable = 0
     for record in read_tail(settings, "control", timeout=timeout):
-        with contextlib.suppress(RecordError):  # not ours to judge: skip, keep reading
-            command = Command.from_json(record.value or b"")
+        # Readers that rebuild state from the start see old bad records every time.
+        command = decode(record.value, f"{record.partition}/{record.offset}", logging.DEBUG)
+        if command is None:
+            unreadable += 1
+        else:
             per_partition.setdefault(record.partition, []).append(command)
-    return list(heapq.merge(*per_partition.values(), key=lambda c: c.issued_at))
+    merged = list(heapq.merge(*per_partition.values(), key=lambda c: c.issued_at))
+    return ControlLog(merged, unreadable)
+
+
+def read_all(settings: Settings, timeout: float = 10.0) -> list[Command]:
+    """Every command on the topic so far (unreadable records skipped; see :func:`read_log`)."""
+    return read_log(settings, timeout).commands
 
 
 def applies_to(command: Command, model_name: str) -> bool:

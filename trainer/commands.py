@@ -1,31 +1,37 @@
 """The trainer's view of the control channel: everything so far on start, then new ones.
 
 The follower starts at the watermarks taken before the full read, so nothing falls in
-between; commands seen twice are dropped by ``command_id``.
+between; commands seen twice are dropped by ``command_id``. Records that hold no
+Command are skipped and counted (``loopline_trainer_control_unreadable``).
 """
 
 from __future__ import annotations
 
-import logging
-
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+from prometheus_client import CollectorRegistry, Counter
 
 from loopline.contracts import Command
-from loopline.control import applies_to, read_all
-from loopline.errors import BrokerUnavailable, RecordError
+from loopline.control import applies_to, decode, read_log
+from loopline.errors import BrokerUnavailable
 from loopline.kafka import consumer_config
 from loopline.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 class ControlFeed:
     """Commands for one model, in order."""
 
-    def __init__(self, settings: Settings, model_name: str) -> None:
+    def __init__(
+        self, settings: Settings, model_name: str, registry: CollectorRegistry | None = None
+    ) -> None:
         self.settings = settings
         self.model_name = model_name
         self._seen: set[str] = set()
+        self.unreadable = Counter(
+            "loopline_trainer_control_unreadable",
+            "Records on control that hold no Command, skipped (counted again on each start).",
+            ["model"],
+            registry=registry or CollectorRegistry(),
+        ).labels(model_name)
         self._consumer = Consumer(
             consumer_config(settings, group_id=f"{settings.topic_prefix}{model_name}.control")
         )
@@ -45,9 +51,10 @@ class ControlFeed:
             raise BrokerUnavailable(
                 f"cannot read {topic} from {self.settings.kafka_bootstrap}: {exc}"
             ) from None
-        commands = read_all(self.settings, timeout)
+        control = read_log(self.settings, timeout)
+        self.unreadable.inc(control.unreadable)
         self._consumer.assign(starts)
-        return self._fresh(commands)
+        return self._fresh(control.commands)
 
     def poll(self) -> list[Command]:
         """Commands that arrived since the last call (does not block)."""
@@ -55,10 +62,11 @@ class ControlFeed:
         for msg in self._consumer.consume(100, 0):
             if msg.error() is not None:
                 continue
-            try:
-                commands.append(Command.from_json(msg.value() or b""))
-            except RecordError as exc:
-                log.warning("bad control record at offset %s: %s", msg.offset(), exc)
+            command = decode(msg.value(), f"{msg.partition()}/{msg.offset()}")
+            if command is None:
+                self.unreadable.inc()
+            else:
+                commands.append(command)
         return self._fresh(sorted(commands, key=lambda c: c.issued_at))
 
     def _fresh(self, commands: list[Command]) -> list[Command]:

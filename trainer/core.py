@@ -68,7 +68,7 @@ class Trainer:
         self.learner = Learner(self.spec, None, self.windows)
         self._producer = Producer(producer_config(settings))
         self.checkpointer = Checkpointer(settings, self.spec, self._producer)
-        self._feed = ControlFeed(settings, self.spec.name)
+        self._feed = ControlFeed(settings, self.spec.name, self.exporter.registry)
         self._heartbeat = Heartbeat(settings, f"trainer.{self.spec.name}")
         self._applied: deque[str] = deque(maxlen=500)
         self._refused: deque[tuple[str, str]] = deque(maxlen=100)  # (command id, why)
