@@ -14,6 +14,7 @@ import logging
 from datetime import timedelta
 
 from confluent_kafka import Consumer, Message
+from prometheus_client import Counter
 
 from loopline import routing_actions
 from loopline.contracts import Command, utcnow
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 
 class ControlFollower:
+    #: Counts records on control that hold no Command (the pusher sets its metric here).
+    unreadable: Counter | None = None
+
     def __init__(
         self,
         settings: Settings,
@@ -51,6 +55,8 @@ class ControlFollower:
             command = Command.from_json(msg.value() or b"")
         except RecordError as exc:
             log.error("unreadable command at offset %s: %s", msg.offset(), exc)
+            if self.unreadable is not None:
+                self.unreadable.inc()
             return
         if not applies_to(command, self.model_name):
             return

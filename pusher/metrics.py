@@ -16,9 +16,12 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from loopline.contracts import utcnow
+from loopline.errors import LooplineError
 from loopline.routing import RampState, RampStatus, RoutingStore, RoutingTable
 
 log = logging.getLogger(__name__)
+
+UNREADABLE_TOPICS = ("control", "checkpoints", "examples", "predictions", "labels")
 
 
 class RoutingCollector:
@@ -33,7 +36,7 @@ class RoutingCollector:
     def collect(self) -> Iterator[Metric]:
         try:
             table, ramp = self._routing.table(), self._routing.ramp()
-        except (redis.RedisError, OSError) as exc:
+        except (redis.RedisError, OSError, LooplineError) as exc:
             log.debug("routing state unreadable for metrics: %s", exc)
             return iter(self._families())
         return iter(self._families(table, ramp))
@@ -107,4 +110,12 @@ class PusherMetrics:
             "Ramp advances, promotions and rollbacks.",
             registry=self.registry,
         )
+        self.unreadable = Counter(
+            "loopline_pusher_unreadable_records",
+            "Records the pusher read but could not decode, skipped, by topic.",
+            ["topic"],
+            registry=self.registry,
+        )
+        for topic in UNREADABLE_TOPICS:
+            self.unreadable.labels(topic)
         self.registry.register(RoutingCollector(routing))

@@ -72,6 +72,7 @@ class Pusher:
         self._offsets: dict[int, dict[int, bool]] = {}
         self._models: dict[str, Any] = {}
         self.metrics = PusherMetrics(self.routing)
+        self.control.unreadable = self.metrics.unreadable.labels("control")
         self.registry = self.metrics.registry
         self.verdicts = self.metrics.verdicts
         self.ramp_actions = self.metrics.ramp_actions
@@ -135,15 +136,19 @@ class Pusher:
         raw = msg.value() or b""
         try:
             if topic == self._examples:
+                name = "examples"
                 example = Example.from_json(raw)
                 if in_holdout(example.event_id, self._fraction):
                     self.holdout.append(example)
             elif topic == self._predictions:
+                name = "predictions"
                 self.online.prediction(Prediction.from_json(raw))
             else:
+                name = "labels"
                 self.online.label(Label.from_json(raw))
-        except RecordError as exc:
+        except RecordError as exc:  # the tail is re-read on every start: no warning each time
             log.debug("skipping a bad record on %s: %s", topic, exc)
+            self.metrics.unreadable.labels(name).inc()
 
     # -- checkpoints ---------------------------------------------------------------
 
@@ -154,6 +159,7 @@ class Pusher:
             announced = CheckpointManifest.from_json(msg.value() or b"")
         except RecordError as exc:
             log.error("unreadable checkpoint announcement at %d/%d: %s", partition, offset, exc)
+            self.metrics.unreadable.labels("checkpoints").inc()
             self._offsets[partition][offset] = True
             return
         cid = announced.checkpoint_id
