@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-import redis
 from feast import RepoConfig
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3
@@ -26,6 +25,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from feature_repo.definitions import build, join_key, project_name, ttl_seconds, view_name
 from loopline.contracts import FeatureValue
+from loopline.redis_client import redis_client
 from loopline.settings import Settings
 from loopline.spec import Spec
 
@@ -109,7 +109,7 @@ class OnlineFeatures:
         self._names = tuple(spec.entity.features)
         view = view_name(spec)
         self._fields = [_mmh3(f"{view}:{name}") for name in self._names]
-        self._client = redis.Redis.from_url(settings.redis_url)
+        self._client = redis_client(settings)
 
     def _entity_key(self, entity_id: str) -> EntityKeyProto:
         return EntityKeyProto(

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from loopline.redis_client import redis_client
 from loopline.settings import Settings
 
 EVENT_OUTCOMES = ("examples", "deadlettered", "duplicates", "pending", "dropped")
@@ -72,7 +73,7 @@ class Accounting:
 
 
 def read(settings: Settings) -> Accounting:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     with client:
         keys = sorted(client.scan_iter(match=partition_key(settings, 0)[:-1] + "*", count=1000))
         accounting = Accounting(partitions=len(keys))

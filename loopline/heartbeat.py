@@ -22,6 +22,7 @@ import redis
 
 from loopline.contracts import parse_ts, utcnow
 from loopline.errors import RecordError
+from loopline.redis_client import redis_client
 from loopline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,7 @@ class Heartbeat:
     ) -> None:
         self.key = worker_key(settings, name)
         self.every = every
-        self._client: Any = client or redis.Redis.from_url(
-            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-        )
+        self._client: Any = client or redis_client(settings)
         self._last = float("-inf")
         self._failing = False
 
@@ -97,7 +96,7 @@ def worker_key(settings: Settings, name: str) -> str:
 def read(settings: Settings, client: redis.Redis | None = None) -> list[WorkerStatus]:
     """Every worker that beat within ``TTL_SECONDS``, by name."""
     own = client is None
-    conn: Any = client or redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    conn: Any = client or redis_client(settings)
     try:
         prefix = worker_key(settings, "")
         keys = sorted(conn.scan_iter(match=f"{prefix}*", count=1000))

@@ -10,11 +10,14 @@ Keys, in the deployment's namespace (``settings.key``)::
     champions        the last ROLLBACK_DEPTH former champions, newest first (rollback targets)
     verdict:<id>     a checkpoint's qualification verdict, reasons and manifest (JSON)
     log              the latest routing changes, newest first (JSON lines, capped)
-    control_applied  ids of the ``control`` Commands the pusher has applied
+    control_applied  ids of the ``control`` Commands applied, each added in the transaction
+                     that applied it: a Command is applied once, and never lost
+    rolled_back      checkpoints a rollback took out of serving
 
 Writers change ``routing`` and ``ramp`` in one optimistic transaction
 (:meth:`RoutingStore.update`), so the pusher and an operator never overwrite each other,
-and a ramp's status only moves along :data:`TRANSITIONS`.
+and a ramp's status only moves along :data:`TRANSITIONS`. A transaction that keeps
+losing the race backs off (jittered) and gives up with :class:`RoutingContention`.
 
 >>> table = RoutingTable(version=1, routes=(Route("new", 25.0), Route("old", 75.0)))
 >>> table.pick("user-42") in {"new", "old"}
@@ -26,6 +29,8 @@ False
 from __future__ import annotations
 
 import hashlib
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -37,16 +42,28 @@ import redis
 
 from loopline.contracts import parse_ts, utcnow
 from loopline.errors import LooplineError
+from loopline.redis_client import redis_client
 from loopline.settings import Settings
 
 _LOG_LENGTH = 200
 #: Former champions kept as rollback targets (and protected from the trainer's pruning).
 ROLLBACK_DEPTH = 10
 _SCALE = 2**64
+#: Optimistic transactions: attempts, and the jittered backoff between them (seconds).
+UPDATE_ATTEMPTS = 12
+_BACKOFF_BASE, _BACKOFF_CAP = 0.01, 0.5
 
 
 class RoutingError(LooplineError):
     """A routing change is not allowed in the current state (names both)."""
+
+
+class RoutingContention(RoutingError):
+    """Others kept changing the routing state: a change gave up after its attempts."""
+
+
+class AlreadyApplied(RoutingError):
+    """This control Command was applied before: applying it again changes nothing."""
 
 
 def bucket(entity_id: str) -> float:
@@ -271,7 +288,7 @@ class RoutingStore:
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         # Any: redis-py types its sync and asyncio clients alike (results "Awaitable | T").
-        self.client: Any = client or redis.Redis.from_url(settings.redis_url)
+        self.client: Any = client or redis_client(settings)
         self.routing_key = settings.key("routing")
         self.ramp_key = settings.key("ramp")
         self.kill_key = settings.key("kill_switch")
@@ -341,6 +358,8 @@ class RoutingStore:
         *,
         unless_pinned: bool = False,
         set_pin: str | None = None,
+        command_id: str | None = None,
+        retire_champion: bool = False,
     ) -> RoutingTable:
         """Apply ``change`` to the current (table, ramp) atomically; retried on contention.
 
@@ -348,17 +367,28 @@ class RoutingStore:
         to change nothing. Raising :class:`RoutingError` aborts. Returns the table now in force.
         With ``unless_pinned`` nothing changes while operators hold a pin; ``set_pin``
         sets the pin in the same transaction, so no automatic push slips in between.
+        ``command_id`` records the control Command in the same transaction (raising
+        :class:`AlreadyApplied` if it was recorded before); ``retire_champion`` adds the
+        champion the change replaces to ``rolled_back``.
         """
-        while True:
+        watched = [
+            self.routing_key,
+            self.ramp_key,
+            self.served_key,
+            self.champions_key,
+            self.pin_key,
+        ]
+        if command_id is not None:
+            watched.append(self.applied_key)
+        for attempt in range(UPDATE_ATTEMPTS):
+            if attempt:
+                _backoff(attempt)
             with self.client.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(
-                        self.routing_key,
-                        self.ramp_key,
-                        self.served_key,
-                        self.champions_key,
-                        self.pin_key,
-                    )
+                    pipe.watch(*watched)
+                    if command_id is not None and pipe.sismember(self.applied_key, command_id):
+                        pipe.unwatch()
+                        raise AlreadyApplied(f"command {command_id} was applied before")
                     raw_table, raw_ramp = pipe.mget([self.routing_key, self.ramp_key])
                     served = {m.decode() for m in pipe.smembers(self.served_key)}
                     former = [c.decode() for c in pipe.lrange(self.champions_key, 0, -1)]
@@ -368,10 +398,10 @@ class RoutingStore:
                     )
                     ramp = None if raw_ramp is None else RampState.from_json(raw_ramp)
                     result = None if unless_pinned and pinned else change(table, ramp)
-                    if result is None:
+                    if result is None and command_id is None:
                         pipe.unwatch()
                         return table
-                    new_table, new_ramp = result
+                    new_table, new_ramp = (None, None) if result is None else result
                     pipe.multi()
                     now = utcnow()
                     if new_table is not None and new_table != table:
@@ -388,6 +418,8 @@ class RoutingStore:
                         keep |= {ramp.candidate, ramp.baseline} if ramp is not None else set()
                         if served - keep:
                             pipe.srem(self.served_key, *(served - keep))
+                        if retire_champion and table.champion not in (None, new_table.champion):
+                            pipe.sadd(self.rolled_back_key, table.champion)
                     else:
                         new_table = table
                     if new_ramp is not None:
@@ -395,26 +427,60 @@ class RoutingStore:
                     if set_pin is not None:
                         pipe.set(self.pin_key, set_pin)
                         pipe.sadd(self.served_key, set_pin)
-                    entry = {"at": now, "by": by, "action": action, "version": new_table.version}
-                    pipe.lpush(self.log_key, orjson.dumps(entry))
-                    pipe.ltrim(self.log_key, 0, _LOG_LENGTH - 1)
+                    if command_id is not None:
+                        pipe.sadd(self.applied_key, command_id)
+                    if result is not None:
+                        entry = {
+                            "at": now,
+                            "by": by,
+                            "action": action,
+                            "version": new_table.version,
+                        }
+                        pipe.lpush(self.log_key, orjson.dumps(entry))
+                        pipe.ltrim(self.log_key, 0, _LOG_LENGTH - 1)
                     pipe.execute()
                     return new_table
                 except redis.WatchError:
                     continue
+        msg = (
+            f"routing change {action!r} lost the race {UPDATE_ATTEMPTS} times in a row "
+            "(others keep changing the routing state); nothing changed, try again"
+        )
+        raise RoutingContention(msg)
 
-    def set_kill_switch(self, on: bool, reason: str, by: str) -> None:
+    def set_kill_switch(
+        self, on: bool, reason: str, by: str, *, command_id: str | None = None
+    ) -> None:
+        """Turn the kill switch on or off; ``command_id`` as in :meth:`update`."""
         value = {"on": on, "reason": reason, "by": by, "at": utcnow()}
         entry = {
             "at": utcnow(),
             "by": by,
             "action": f"kill switch {'on' if on else 'off'}: {reason}",
         }
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(self.kill_key, orjson.dumps(value))
-            pipe.lpush(self.log_key, orjson.dumps(entry))
-            pipe.ltrim(self.log_key, 0, _LOG_LENGTH - 1)
-            pipe.execute()
+        for attempt in range(UPDATE_ATTEMPTS):
+            if attempt:
+                _backoff(attempt)
+            with self.client.pipeline(transaction=True) as pipe:
+                if command_id is not None:
+                    # WATCH makes the check and the record one step: a concurrent apply
+                    # of the same Command fails the EXEC instead of applying twice.
+                    pipe.watch(self.applied_key)
+                    if pipe.sismember(self.applied_key, command_id):
+                        pipe.unwatch()
+                        raise AlreadyApplied(f"command {command_id} was applied before")
+                    pipe.multi()
+                    pipe.sadd(self.applied_key, command_id)
+                pipe.set(self.kill_key, orjson.dumps(value))
+                pipe.lpush(self.log_key, orjson.dumps(entry))
+                pipe.ltrim(self.log_key, 0, _LOG_LENGTH - 1)
+                try:
+                    pipe.execute()
+                except redis.WatchError:
+                    continue
+                return
+        msg = f"kill switch {'on' if on else 'off'}: lost the race {UPDATE_ATTEMPTS} times in a row"
+        raise RoutingContention(msg)
 
     def pin(self, checkpoint_id: str | None) -> None:
         if checkpoint_id is None:
@@ -422,10 +488,15 @@ class RoutingStore:
         else:
             self.client.set(self.pin_key, checkpoint_id)
 
-    def claim_command(self, command_id: str) -> bool:
-        """True the first time a control Command is claimed for applying, False after."""
-        return bool(self.client.sadd(self.applied_key, command_id))
+    def command_applied(self, command_id: str) -> bool:
+        """Whether a control Command was applied (recorded with its change)."""
+        return bool(self.client.sismember(self.applied_key, command_id))
 
     def record_verdict(self, checkpoint_id: str, verdict: dict[str, Any]) -> None:
         raw = orjson.dumps(verdict, option=orjson.OPT_NON_STR_KEYS)
         self.client.set(self._verdict_prefix + checkpoint_id, raw)
+
+
+def _backoff(attempt: int) -> None:
+    """Full jitter: contenders spread out instead of colliding again in lockstep."""
+    time.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)))

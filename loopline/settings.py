@@ -42,6 +42,31 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0",
         description="LOOPLINE_REDIS_URL: Redis for features, routing and state.",
     )
+    redis_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="LOOPLINE_REDIS_TIMEOUT_SECONDS: how long one Redis call waits for an answer; a hung Redis becomes an error, never a hang.",
+    )
+    redis_connect_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="LOOPLINE_REDIS_CONNECT_TIMEOUT_SECONDS: how long opening a Redis connection may take.",
+    )
+    redis_health_check_seconds: float = Field(
+        15.0,
+        ge=0,
+        description="LOOPLINE_REDIS_HEALTH_CHECK_SECONDS: a Redis connection idle this long is pinged before reuse (0: never).",
+    )
+    redis_retries: int = Field(
+        3,
+        ge=0,
+        description="LOOPLINE_REDIS_RETRIES: retries, with jittered backoff, of a Redis call whose connection was refused or reset; a timeout is not retried.",
+    )
+    serving_redis_timeout_seconds: float = Field(
+        0.1,
+        gt=0,
+        description="LOOPLINE_SERVING_REDIS_TIMEOUT_SECONDS: serving's Redis timeout; a slow Redis turns into fallback answers.",
+    )
     topic_prefix: str = Field(
         "loopline.",
         pattern=r"^[A-Za-z0-9._-]*$",

@@ -24,6 +24,7 @@ from loopline.contracts import CheckpointManifest, CommandKind, parse_ts
 from loopline.control import read_all
 from loopline.errors import LooplineError, RecordError
 from loopline.kafka import read_tail
+from loopline.redis_client import redis_client
 from loopline.routing import RoutingStore
 from loopline.settings import Settings
 
@@ -119,7 +120,7 @@ def _checkpoints(settings: Settings) -> list[Entry]:
 
 
 def _verdicts(settings: Settings) -> list[Entry]:
-    client: Any = redis.Redis.from_url(settings.redis_url)
+    client: Any = redis_client(settings)
     try:
         prefix = settings.key("verdict", "")
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))

@@ -4,10 +4,13 @@ A rollback, a pin, a ramp move or the kill switch is one auditable
 :class:`~loopline.contracts.Command` (who, when, why), applied to the routing state in
 Redis here, through :mod:`loopline.routing_actions`, and then recorded on ``control``.
 Applying first means the stop button works while the pusher is down or stuck; serving
-follows Redis within a second. The command is claimed before it is applied, so the
-pusher, which applies the serving Commands it reads on ``control`` for scripts and
-monitors, skips it. One that cannot apply (nothing to roll back to, an unqualified
-checkpoint, the kill switch already on) says why, changes nothing and sends nothing.
+follows Redis within a second. The change and the record that the command was applied
+are one Redis transaction, so the pusher, which applies the serving Commands it reads
+on ``control`` for scripts and monitors, skips it; a Redis failure midway leaves
+neither, and nothing is sent. One that cannot apply (nothing to roll back to, an
+unqualified checkpoint, the kill switch already on) says why, changes nothing and
+sends nothing. Every Redis call is bounded (``LOOPLINE_REDIS_TIMEOUT_SECONDS``): a
+hung Redis is an error, never a hanging command.
 
 A rollback or a pin holds: the pusher pushes nothing automatically until
 ``loopline unpin``, so the next checkpoint of a bad lineage cannot undo the rollback.
@@ -49,8 +52,13 @@ def _routing(ctx: typer.Context) -> Iterator[tuple[Settings, RoutingStore]]:
     try:
         yield settings, store
     except redis.RedisError as exc:  # the routing state is out of reach: say so, no traceback
+        what = (
+            f"did not answer within {settings.redis_timeout_seconds:g}s"
+            if isinstance(exc, redis.TimeoutError)
+            else "failed"
+        )
         errors.print(
-            f"[red]error:[/red] Redis failed ({exc}); nothing was recorded on control, "
+            f"[red]error:[/red] Redis {what} ({exc}); nothing was recorded on control, "
             "check the routing state with `loopline routes` once Redis answers"
         )
         raise typer.Exit(2) from None
@@ -64,11 +72,9 @@ def _carry_out(
     """Apply one serving command to Redis, then record it on ``control``."""
     with _routing(ctx) as (settings, store):
         command = make_command(kind, settings.load_spec().name, reason=reason, args=args)
-        store.claim_command(command.command_id)
         try:
             done = actions.apply(settings, store, command)
         except LooplineError as exc:
-            store.client.srem(store.applied_key, command.command_id)  # never sent: no claim
             raise refuse(str(exc)) from None
     assert done is not None
     _record(settings, command)

@@ -2,26 +2,32 @@
 
 The pusher reads ``control`` in a consumer group of its own and applies each serving
 Command for its model through :mod:`loopline.routing_actions`, the same code the CLI
-runs. A Command is claimed in Redis before it is applied, so it applies at most once
-even across a crash (a repeated ``rollback`` would roll back one step further).
-Commands older than ``max_age`` are skipped: a fresh consumer group reading the topic
-from the start must not replay last week's rollback over what happened since.
+runs. A Command's change and the record that it was applied are one Redis
+transaction, and the offset is committed only after it: a Redis failure midway
+leaves the Command unapplied and uncommitted, so it is read and applied again once
+Redis answers; one applied already (by the CLI, or before a crash) is skipped.
+
+Which Commands are new is judged by the log position, never by a clock: the group
+resumes from its committed offsets, so a Command sent while the pusher was down is
+applied when it comes back. A group with no committed offset (a first start, or
+offsets the broker expired) starts at the end of the log and commits that position at
+once, so it never replays last week's rollback over what happened since.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import threading
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 from prometheus_client import Counter
 
 from loopline import routing_actions
-from loopline.contracts import Command, utcnow
+from loopline.contracts import Command
 from loopline.control import applies_to
 from loopline.errors import LooplineError, RecordError
 from loopline.kafka import consumer_config
-from loopline.routing import RoutingStore
+from loopline.routing import AlreadyApplied, RoutingContention, RoutingStore
 from loopline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,26 +37,34 @@ class ControlFollower:
     #: Counts records on control that hold no Command (the pusher sets its metric here).
     unreadable: Counter | None = None
 
-    def __init__(
-        self,
-        settings: Settings,
-        model_name: str,
-        store: RoutingStore,
-        max_age: timedelta = timedelta(minutes=10),
-    ) -> None:
+    def __init__(self, settings: Settings, model_name: str, store: RoutingStore) -> None:
         self.settings = settings
         self.model_name = model_name
         self.store = store
-        self.max_age = max_age
         self.applied: list[str] = []
+        #: Set once the consumer holds its partitions at known positions.
+        self.ready = threading.Event()
 
     def consumer(self) -> Consumer:
         s = self.settings
         consumer = Consumer(consumer_config(s, f"{s.topic_prefix}pusher-control"))
-        consumer.subscribe([s.topic("control")])
+        consumer.subscribe([s.topic("control")], on_assign=self._on_assign)
         return consumer
 
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        positions = consumer.committed(partitions, timeout=10)
+        fresh = [p for p in positions if p.offset < 0]
+        for p in fresh:
+            _, p.offset = consumer.get_watermark_offsets(p, timeout=10)
+        if fresh:
+            consumer.commit(offsets=fresh, asynchronous=False)
+            log.info("control: no committed position; following from the end of the log")
+        consumer.assign(positions)
+        self.ready.set()
+
     def handle(self, msg: Message) -> None:
+        """Apply one record's Command if it is ours and new; Redis errors propagate
+        (the caller must not commit the offset then)."""
         try:
             command = Command.from_json(msg.value() or b"")
         except RecordError as exc:
@@ -60,18 +74,14 @@ class ControlFollower:
             return
         if not applies_to(command, self.model_name):
             return
-        if utcnow() - command.issued_at > self.max_age:
-            log.info(
-                "skipping command %s (%s): older than %s",
-                command.command_id,
-                command.kind,
-                self.max_age,
-            )
-            return
-        if not self.store.claim_command(command.command_id):
+        if self.store.command_applied(command.command_id):
             return
         try:
             done = routing_actions.apply(self.settings, self.store, command)
+        except AlreadyApplied:
+            return
+        except RoutingContention:
+            raise  # not applied, not refused: read it again
         except LooplineError as exc:
             log.error("command %s (%s) not applied: %s", command.command_id, command.kind, exc)
             return

@@ -11,6 +11,7 @@ import redis
 from confluent_kafka import KafkaException
 from prometheus_client import start_http_server
 
+from loopline.routing import RoutingContention
 from loopline.settings import Settings
 from pusher.worker import Pusher
 
@@ -36,7 +37,7 @@ def run(settings: Settings) -> None:
     while not stop.is_set():
         try:
             pusher.run(stop)
-        except (redis.RedisError, KafkaException, OSError) as exc:
+        except (redis.RedisError, RoutingContention, KafkaException, OSError) as exc:
             # Start over from the committed offsets and the state in Redis: a checkpoint
             # being judged when the outage hit is judged again, none is skipped.
             log.error("pusher loop failed (%s); restarting in %.0fs", exc, backoff)

@@ -22,6 +22,7 @@ from confluent_kafka import Producer
 from loopline.checkpoints import CheckpointStore
 from loopline.contracts import CheckpointManifest, utcnow
 from loopline.errors import CheckpointError
+from loopline.redis_client import redis_client
 from loopline.settings import Settings
 from loopline.spec import Spec
 from loopline.windows import ExcludedWindows
@@ -177,9 +178,7 @@ class Checkpointer:
     def served(self) -> frozenset[str]:
         """Every checkpoint id that is or was serving (the pusher records them)."""
         if self._redis is None:
-            self._redis = redis.Redis.from_url(
-                self.settings.redis_url, socket_timeout=2, socket_connect_timeout=1
-            )
+            self._redis = redis_client(self.settings)
         members: set[Any] = self._redis.smembers(self.settings.key("served"))  # type: ignore[assignment]
         return frozenset(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
