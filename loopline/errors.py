@@ -9,6 +9,9 @@ One root, narrow subclasses; messages say what was wrong and what to do::
     ├── PublishError           the Publisher could not hand records to Kafka
     │   └── BrokerUnavailable  the broker did not answer in time
     ├── CheckpointError        a checkpoint is missing, corrupt or not signed
+    ├── LeaseError             a role only one process may hold at a time
+    │   ├── LeaseHeld          another process holds it (names the holder)
+    │   └── LeaseLost          it was ours, and another process took it over
     └── StackError             the local stack could not be started or reached
 """
 
@@ -71,6 +74,25 @@ class BrokerUnavailable(PublishError):
 
 class CheckpointError(LooplineError):
     """A checkpoint is missing, corrupt, unsigned or tampered with."""
+
+
+class LeaseError(LooplineError):
+    """A lease (one process at a time in a role) is not ours.
+
+    ``holder`` is the :class:`loopline.lease.Holder` that has it, when known.
+    """
+
+    def __init__(self, message: str, holder: object | None = None) -> None:
+        self.holder = holder
+        super().__init__(message)
+
+
+class LeaseHeld(LeaseError):
+    """Another process holds the lease: do not start."""
+
+
+class LeaseLost(LeaseError):
+    """The lease was ours and is not any more: stop, make nothing durable."""
 
 
 class StackError(LooplineError):

@@ -115,6 +115,11 @@ class Settings(BaseSettings):
         le=65535,
         description="LOOPLINE_METRICS_PORT: Prometheus port of a worker (0: none).",
     )
+    trainer_lease_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="LOOPLINE_TRAINER_LEASE_SECONDS: TTL of a trainer's lease on its model version; a trainer restarted after a crash waits up to this long for it.",
+    )
     log_level: str = Field("INFO", description="LOOPLINE_LOG_LEVEL: logging level.")
 
     @classmethod

@@ -1,8 +1,10 @@
 """Feeding a batch of ``examples`` records to a learner, tracking the position exactly.
 
 ``position`` maps partition to the next offset to learn. A record below it was
-already handled (a redelivery) and is skipped; a bad record is counted, logged with
-its coordinates and passed over. Nothing here crashes on input.
+already handled (a redelivery) and is skipped; a record whose event id was handled
+already (the same event at another offset) is counted as a duplicate and not learned;
+a bad record is counted, logged with its coordinates and passed over. Nothing here
+crashes on input.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def learn_batch(
     partition always has a partition and an offset, and this loop runs per example.
     """
     observe = learner.observe
+    admit = learner.recent.admit
     counts = learner.counts
     handled = 0
     for msg in messages:
@@ -58,14 +61,17 @@ def learn_batch(
         partition, offset = msg.partition(), msg.offset()
         expected = position.get(partition)
         if expected is not None and offset < expected:
-            counts.duplicates += 1
-            continue
+            continue  # redelivered: this offset was handled already
         if until is not None and offset >= until.get(partition, 0):
             continue
         position[partition] = offset + 1
         handled += 1
         try:
-            observe(*decode(msg.value()))
+            event_id, ts, features, label = decode(msg.value())
+            if not admit(event_id, ts.timestamp(), partition):
+                counts.duplicates += 1
+                continue
+            observe(event_id, ts, features, label)
         except RecordError as exc:
             counts.invalid += 1
             log.warning("invalid example at %s[%s]@%s: %s", msg.topic(), partition, offset, exc)

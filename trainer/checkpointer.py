@@ -26,9 +26,10 @@ from loopline.redis_client import redis_client
 from loopline.settings import Settings
 from loopline.spec import Spec
 from loopline.windows import ExcludedWindows
-from trainer.learner import Counts, Learner
+from trainer.learner import Counts, Learner, dedup_horizon
 from trainer.metrics import ProgressiveMetrics
-from trainer.state import delete_orphans, load_state, save_state
+from trainer.recent import RecentEvents
+from trainer.state import delete_orphans, load_state, path_of, save_state
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,19 @@ class Checkpointer:
         training = self.spec.training
         metrics = ProgressiveMetrics(training.metrics, training.metric_window_seconds)
         counts = Counts(learned=manifest.examples_seen, excluded=manifest.examples_excluded)
+        recent = None
         state = load_state(self.settings.checkpoint_dir, manifest.checkpoint_id, self._key)
         if state is not None:
             metrics.load(state["metrics"])
             counts = Counts(**state["counts"])
+            if "recent" in state:
+                recent = RecentEvents.load(state["recent"], dedup_horizon(self.spec))
+        if recent is None:
+            log.warning(
+                "checkpoint %s has no recent event ids: a duplicate of what it learned "
+                "is not recognised",
+                manifest.checkpoint_id,
+            )
         return Learner(
             self.spec,
             model,
@@ -113,6 +123,7 @@ class Checkpointer:
             metrics,
             counts,
             (manifest.event_time_min, manifest.event_time_max),
+            recent,
         )
 
     def save(
@@ -159,9 +170,20 @@ class Checkpointer:
             created_at=now,
             lineage=lineage,
         )
-        state = {"metrics": learner.metrics.state(), "counts": counts.as_dict()}
+        state = {
+            "metrics": learner.metrics.state(),
+            "counts": counts.as_dict(),
+            "recent": learner.recent.state(),
+        }
         save_state(self.settings.checkpoint_dir, checkpoint_id, state, self._key)
         return self.store.save(manifest, learner.model)
+
+    def discard(self, checkpoint_id: str) -> None:
+        """Remove a checkpoint that was written but must not count (its writer lost the
+        lease while writing): model, manifest and trainer state."""
+        self.store.delete(checkpoint_id)
+        path_of(self.settings.checkpoint_dir, checkpoint_id).unlink(missing_ok=True)
+        log.warning("discarded checkpoint %s", checkpoint_id)
 
     def announce(self, manifest: CheckpointManifest, timeout: float = 10.0) -> bool:
         """Publish the manifest on ``checkpoints`` keyed by model name; False if not acked."""

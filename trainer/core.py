@@ -3,9 +3,16 @@
 Drive it in-process with ``start()``, ``step()`` as often as you like, ``close()``;
 ``trainer.main.run`` does exactly that in a process. State lives in memory between
 checkpoints and only a checkpoint makes it durable: position (next offset per
-partition), model, metrics, lineage. On start the newest verified checkpoint is
-restored and the consumer seeks to its offsets, whatever the group committed, so a
-crash anywhere neither relearns nor skips an example.
+partition), model, metrics, lineage, recently handled event ids. On start the newest
+verified checkpoint is restored and the consumer seeks to its offsets, whatever the
+group committed, so a crash anywhere neither relearns nor skips an example.
+
+One trainer per model version runs at a time: ``start()`` first takes the version's
+lease (:mod:`loopline.lease`), waiting up to one TTL for a crashed holder's to lapse,
+and raises :class:`~loopline.errors.LeaseHeld` naming a live holder. Each step renews
+it; a trainer that finds it taken over raises :class:`~loopline.errors.LeaseLost` and
+writes no checkpoint from then on. Every checkpoint is written only after the lease
+was confirmed, and discarded if the writer was paused past the TTL while writing.
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ from prometheus_client import CollectorRegistry
 
 from loopline.contracts import CheckpointManifest, Command, CommandKind
 from loopline.control_state import ControlState
-from loopline.errors import CheckpointError, SpecError
+from loopline.errors import CheckpointError, LeaseLost, SpecError
 from loopline.heartbeat import Heartbeat
 from loopline.kafka import STATS_INTERVAL_MS, consumer_config, producer_config
+from loopline.lease import Lease, trainer_lease_name
 from loopline.settings import Settings
 from loopline.spec import Spec
 from loopline.windows import ExcludedWindows
@@ -70,6 +78,11 @@ class Trainer:
         self.checkpointer = Checkpointer(settings, self.spec, self._producer)
         self._feed = ControlFeed(settings, self.spec.name, self.exporter.registry)
         self._heartbeat = Heartbeat(settings, f"trainer.{self.spec.name}")
+        self.lease = Lease(
+            settings,
+            trainer_lease_name(self.spec.name, self.spec.spec_version),
+            settings.trainer_lease_seconds,
+        )
         self._applied: deque[str] = deque(maxlen=500)
         self._refused: deque[tuple[str, str]] = deque(maxlen=100)  # (command id, why)
         self._marks = ControlState(self.spec.name)
@@ -83,7 +96,10 @@ class Trainer:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Rebuild control state, restore the newest good checkpoint, join the group."""
+        """Take the lease, rebuild control state, restore the newest good checkpoint,
+        join the group."""
+        # Only the holder may read the newest checkpoint as its own and join the group.
+        self.lease.acquire(wait=self.lease.ttl + 0.5)
         replays: list[Command] = []
         for command in self._feed.catch_up():
             if command.kind is CommandKind.REPLAY:
@@ -132,6 +148,7 @@ class Trainer:
         for command in commands:
             self._apply(command)
         messages = fetch(self._consumer, self.batch_size, timeout)
+        self.lease.keep()  # after the wait: a trainer paused in it learns nothing more
         handled = 0
         if self.paused:
             self._rewind(messages)
@@ -145,10 +162,13 @@ class Trainer:
         return handled
 
     def close(self) -> None:
-        """Checkpoint what is unsaved, leave the group, release clients."""
+        """Checkpoint what is unsaved (if the lease is still ours), leave the group,
+        release the lease and the clients."""
         try:
-            if self._consumer is not None:
+            if self._consumer is not None and self.lease.holder is not None:
                 self.checkpoint()
+            elif self._dirty:
+                log.error("not checkpointing: the lease is not ours; unsaved work is dropped")
         finally:
             if self._consumer is not None:
                 self._consumer.close()
@@ -157,6 +177,8 @@ class Trainer:
             self._heartbeat.close()
             self._producer.flush(10)
             self.checkpointer.close()
+            self.lease.release()
+            self.lease.close()
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -169,10 +191,19 @@ class Trainer:
             self.checkpoint()
 
     def checkpoint(self) -> CheckpointManifest | None:
-        """Save -> commit offsets -> announce -> prune. None if nothing changed."""
+        """Confirm the lease -> save -> commit offsets -> announce -> prune. None if
+        nothing changed, or Redis could not confirm the lease (tried again later)."""
         if not self._dirty:
             return None
+        if not self.lease.confirm():
+            return None
         manifest = self.checkpointer.save(self.learner, self.position, self.parent, self.lineage)
+        if not self.lease.held:  # paused while writing, past the TTL: is it still ours?
+            try:
+                self.lease.confirm()
+            except LeaseLost:
+                self.checkpointer.discard(manifest.checkpoint_id)
+                raise
         self._commit(manifest.offsets)
         self.checkpointer.announce(manifest)
         self.checkpointer.prune(manifest.checkpoint_id)
@@ -294,11 +325,18 @@ class Trainer:
                 "checkpoint": last.checkpoint_id if last is not None else None,
                 "checkpoint_at": last.created_at if last is not None else None,
                 "position": self.position,
+                "lease": self._lease_state(),
                 "applied": list(self._applied),
                 "refused_commands": dict(self._refused),
             },
             force=force,
         )
+
+    def _lease_state(self) -> dict[str, Any] | None:
+        holder = self.lease.holder
+        if holder is None:
+            return None
+        return {"host": holder.host, "pid": holder.pid, "since": holder.since}
 
     def pause(self) -> None:
         """Stop learning, keep the position and the group membership; checkpoint."""
@@ -339,7 +377,13 @@ class Trainer:
             consumer.pause(self._assigned)
         try:
             target = dict(self.position)
-            replay(self.settings, restored.learner, dict(restored.manifest.offsets), target)
+            replay(
+                self.settings,
+                restored.learner,
+                dict(restored.manifest.offsets),
+                target,
+                keep_alive=self.lease.keep,
+            )
         except CheckpointError as exc:
             log.error("replay %s from %s failed: %s", command.command_id, source, exc)
             return f"replay from {source} failed: {exc}"

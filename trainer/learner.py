@@ -1,6 +1,8 @@
 """Test-then-train on one example: exclude, hold out, predict, score, learn.
 
-Pure logic, no Kafka: the trainer, replays and tests drive it the same way.
+Pure logic, no Kafka: the trainer, replays and tests drive it the same way. The
+learner also owns the ids of the events it handled recently (:mod:`trainer.recent`),
+so that a restored learner drops exactly the duplicates its original would have.
 """
 
 from __future__ import annotations
@@ -15,11 +17,16 @@ from loopline.holdout import in_holdout
 from loopline.spec import Spec
 from loopline.windows import ExcludedWindows
 from trainer.metrics import ProgressiveMetrics
+from trainer.recent import RecentEvents
 
 
 @dataclass
 class Counts:
-    """What happened to every example consumed, so the stream reconciles."""
+    """What happened to every example consumed, so the stream reconciles.
+
+    ``duplicates`` are records at new offsets whose event id was already handled; a
+    record redelivered at an offset already handled is no new record and not counted.
+    """
 
     learned: int = 0
     holdout: int = 0
@@ -29,6 +36,16 @@ class Counts:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+def dedup_horizon(spec: Spec) -> float:
+    """Seconds of event time to remember event ids for: any valid duplicate is newer.
+
+    Streams accept an event no older than ``max_age_seconds`` and no further ahead
+    than ``max_future_seconds``, so a duplicate of a valid event cannot be further
+    behind the newest one than their sum.
+    """
+    return spec.validation.max_age_seconds + spec.validation.max_future_seconds
 
 
 class Learner:
@@ -42,6 +59,7 @@ class Learner:
         metrics: ProgressiveMetrics | None = None,
         counts: Counts | None = None,
         event_time: tuple[datetime | None, datetime | None] = (None, None),
+        recent: RecentEvents | None = None,
     ) -> None:
         self.spec = spec
         self.model = model
@@ -50,6 +68,7 @@ class Learner:
             spec.training.metrics, spec.training.metric_window_seconds
         )
         self.counts = counts or Counts()
+        self.recent = recent or RecentEvents(dedup_horizon(spec))
         self.event_time_min, self.event_time_max = event_time
         self._binary = spec.label.kind == "binary"
         self._holdout = spec.training.holdout_fraction

@@ -1,4 +1,9 @@
-"""``loopline run trainer``: the trainer as a process, until SIGTERM or SIGINT."""
+"""``loopline run trainer``: the trainer as a process, until SIGTERM or SIGINT.
+
+It exits with status 3 when its model version's lease is not its own: another
+trainer holds it (so this one never starts), or took it over (so this one stops
+without another checkpoint and a supervisor's restart waits for the lease).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,13 @@ from types import FrameType
 
 from prometheus_client import start_http_server
 
+from loopline.errors import LeaseError, LeaseHeld
 from loopline.settings import Settings
 from trainer.core import Trainer
 
 log = logging.getLogger(__name__)
+
+LEASE_EXIT_STATUS = 3
 
 
 def run(settings: Settings) -> None:
@@ -33,11 +41,19 @@ def run(settings: Settings) -> None:
     if settings.metrics_port:
         server, _ = start_http_server(settings.metrics_port, registry=trainer.exporter.registry)
     try:
-        trainer.start()
-        while not stop.is_set():
-            trainer.step()
+        try:
+            trainer.start()
+            while not stop.is_set():
+                trainer.step()
+        finally:
+            trainer.close()
+    except LeaseHeld as exc:
+        log.error("not starting: %s", exc)
+        raise SystemExit(LEASE_EXIT_STATUS) from None
+    except LeaseError as exc:
+        log.error("stopping without a checkpoint: %s", exc)
+        raise SystemExit(LEASE_EXIT_STATUS) from None
     finally:
-        trainer.close()
         if server is not None:
             server.shutdown()
             server.server_close()

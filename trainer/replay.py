@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -29,10 +30,13 @@ def replay(
     target: dict[int, int],
     idle_timeout: float = 30.0,
     batch_size: int = 2000,
+    keep_alive: Callable[[], None] | None = None,
 ) -> int:
     """Learn every record from ``start`` up to ``target`` (per partition); return how many.
 
-    Raises CheckpointError if ``start`` is past ``target`` or the records stop coming.
+    ``keep_alive`` runs once a batch (the trainer renews its lease there; it raises to
+    stop the replay). Raises CheckpointError if ``start`` is past ``target`` or the
+    records stop coming.
     """
     ahead = {p: o for p, o in start.items() if o > target.get(p, 0)}
     if ahead:
@@ -53,6 +57,8 @@ def replay(
         last_progress = time.monotonic()
         while remaining:
             messages = fetch(consumer, batch_size, 0.5)
+            if keep_alive is not None:
+                keep_alive()
             n = learn_batch(learner, messages, position, until=target)
             handled += n
             if n:
