@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import collections
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
 
 from loopline.contracts import Event, Label
-from loopline.errors import BrokerUnavailable, Reason, RecordError
-from loopline.publisher import Publisher
+from loopline.errors import BrokerUnavailable, PublishError, Reason, RecordError
+from loopline.kafka import create_topics
+from loopline.publisher import FailedRecord, Publisher
 from loopline.settings import Settings
+from tests.forwarder import broker_behind_forwarder
 from tests.kafka_support import read_topic
 
 FEATURES = {"price": 12.0, "category": "wool", "hour": 9, "device": "mobile"}
@@ -89,8 +93,7 @@ def test_given_event_ids_and_times_are_kept(settings: Settings) -> None:
 
 def test_unreachable_broker_fails_clearly_instead_of_hanging(unit_settings: Settings) -> None:
     settings = unit_settings.replace(kafka_bootstrap="127.0.0.1:1", publish_timeout_seconds=2)
-    failures: list[str] = []
-    pub = Publisher(settings, on_delivery_error=lambda key, err: failures.append(err.str()))
+    pub = Publisher(settings)
     pub.event("u1", FEATURES)
     with pytest.raises(BrokerUnavailable, match=r"127\.0\.0\.1:1") as info:
         pub.flush()
@@ -106,3 +109,77 @@ def test_bounded_buffer_raises_when_full(unit_settings: Settings) -> None:
         pub.event("u1", FEATURES)
     with pytest.raises(BrokerUnavailable, match="buffer of 10 records is full"):
         pub.event("u1", FEATURES)
+
+
+def test_records_published_while_the_broker_is_cut_off_are_kept_until_resent(
+    settings: Settings, tmp_path: Path
+) -> None:
+    with broker_behind_forwarder(tmp_path / "broker") as (fwd, bootstrap):
+        settings = settings.replace(kafka_bootstrap=bootstrap, publish_timeout_seconds=3)
+        create_topics(settings)
+        reported: list[FailedRecord] = []
+        pub = Publisher(settings, on_error=reported.append)
+        before = [pub.event(f"u{i}", FEATURES) for i in range(20)]
+        pub.flush()
+        assert fwd.accepted > 0  # the traffic does go through the forwarder
+
+        fwd.cut()
+        during = [pub.event(f"u{i}", FEATURES) for i in range(30)]
+        for i, event_id in enumerate(during[:10]):
+            pub.label(event_id, f"u{i}", 1)
+        # Reported without the app flushing or polling: the delivery thread serves them.
+        deadline = time.monotonic() + 3 + 10
+        while len(reported) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(reported) == 40
+        assert pub.stats.failed_kept == 40
+
+        for _ in range(3):  # every call, not once
+            with pytest.raises(BrokerUnavailable, match="40 records failed delivery") as info:
+                pub.flush()
+            assert reported[0].event_id in str(info.value)
+        with pytest.raises(PublishError):
+            pub.close()  # closing does not make them go away either
+
+        failed = pub.take_failed()
+        pub.flush()  # taken: the app owns them now
+        events = [r for r in failed if r.topic == settings.topic("events")]
+        labels = [r for r in failed if r.topic == settings.topic("labels")]
+        assert failed == reported  # what on_error saw, in the order they failed
+        assert sorted(r.event_id for r in events) == sorted(during)
+        assert sorted(r.event_id for r in labels) == sorted(during[:10])
+        assert all(r.timed_out for r in failed)
+        assert {r.key for r in labels} == {f"u{i}" for i in range(10)}
+
+        fwd.restore()
+        with Publisher(settings) as again:
+            again.resend(failed)
+
+        counts = collections.Counter(
+            Event.from_json(m.value()).event_id for m in read_topic(settings, "events", 50)
+        )
+        assert counts == collections.Counter(before + during)  # 0 lost, none twice
+        label_counts = collections.Counter(
+            Label.from_json(m.value()).event_id for m in read_topic(settings, "labels", 10)
+        )
+        assert label_counts == collections.Counter(during[:10])
+
+
+def test_resending_through_the_same_publisher_after_an_outage_delivers(
+    settings: Settings, tmp_path: Path
+) -> None:
+    with broker_behind_forwarder(tmp_path / "broker") as (fwd, bootstrap):
+        settings = settings.replace(kafka_bootstrap=bootstrap, publish_timeout_seconds=3)
+        create_topics(settings)
+        with Publisher(settings) as pub:
+            fwd.cut()
+            ids = [pub.event(f"u{i}", FEATURES) for i in range(10)]
+            with pytest.raises(BrokerUnavailable):
+                pub.flush()
+            failed = pub.take_failed()
+            assert sorted(r.event_id for r in failed) == sorted(ids)
+            fwd.restore()
+            pub.resend(failed)
+        assert pub.stats.delivered == 10
+        received = [Event.from_json(m.value()).event_id for m in read_topic(settings, "events", 10)]
+        assert sorted(received) == sorted(ids)
