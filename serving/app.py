@@ -1,4 +1,4 @@
-"""The prediction service: ``POST /predict``, ``GET /healthz``, ``GET /metrics``.
+"""The prediction service: ``POST /predict``, ``GET /healthz``, ``/livez``, ``GET /metrics``.
 
 ``/predict`` validates and imputes the request features, merges the entity's online
 features, asks the model the routing table assigns to the entity (sticky by
@@ -8,8 +8,21 @@ that keeps exceeding the spec's per-prediction budget is skipped for a while, se
 :mod:`serving.breaker`); bad input
 gets a 4xx naming what was wrong; nothing turns into a 500.
 
+A request never waits on Redis on the event loop: the online-feature read (and the
+scoring with it) runs in a worker thread, so a slow Redis slows only the requests that
+read it, each bounded by ``LOOPLINE_SERVING_REDIS_TIMEOUT_SECONDS``.
+
+Probes. ``/healthz`` (also ``/readyz``) is readiness: 200 only while this instance
+serves what the routing table says; otherwise 503, with the machine-readable
+``reasons``: ``redis_unreachable``, ``routing_stale`` (the table was not read for
+``STALE_AFTER_SECONDS``), ``checkpoints_refused`` (a route's checkpoint did not
+verify, so an older table or the fallback serves its share), ``no_model`` (only the
+fallback answers). A kill switch is an operator's order, not a fault: it stays 200.
+``/livez`` is liveness: 200 while the routing follower's loop turns, 503 if it died or
+hung; restart on that one, route traffic away on the other.
+
 With ``LOOPLINE_SERVING_TOKEN`` set, ``/predict`` needs ``Authorization: Bearer <token>``;
-``/healthz`` and ``/metrics`` stay open for probes and scrapers.
+the probes and ``/metrics`` stay open for probes and scrapers.
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ import orjson
 import redis
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 
 from feature_repo.online import OnlineFeatures
 from loopline.checkpoints import CheckpointStore
@@ -51,8 +65,11 @@ from serving.request import BadRequest, parse
 
 log = logging.getLogger(__name__)
 
-#: Serving's Redis calls give up quickly: a slow Redis must turn into a fallback answer.
-REDIS_TIMEOUTS = "socket_timeout=0.1&socket_connect_timeout=0.1"
+#: Readiness fails once the routing table was not read from Redis for this long.
+STALE_AFTER_SECONDS = 10.0
+#: Liveness fails once the routing follower finished no round for this long (a model
+#: load happens inside a round).
+LIVE_WITHIN_SECONDS = 120.0
 
 
 class FeatureReader(Protocol):
@@ -65,12 +82,6 @@ def _json(
     body: dict[str, Any], status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     return Response(orjson.dumps(body), status_code, headers, media_type="application/json")
-
-
-def with_timeouts(redis_url: str) -> str:
-    if "socket_timeout" in redis_url:
-        return redis_url
-    return redis_url + ("&" if "?" in redis_url else "?") + REDIS_TIMEOUTS
 
 
 @dataclass
@@ -134,7 +145,11 @@ class Service:
 
 def build_service(settings: Settings, spec: Spec | None = None) -> Service:
     spec = spec or settings.load_spec()
-    fast = settings.replace(redis_url=with_timeouts(settings.redis_url))
+    # Serving's Redis calls give up quickly and do not retry: a slow Redis must turn
+    # into a fallback answer, not a slow one.
+    fast = settings.replace(
+        redis_timeout_seconds=settings.serving_redis_timeout_seconds, redis_retries=0
+    )
     store = CheckpointStore(
         settings.checkpoint_dir, settings.signing_key.get_secret_value().encode()
     )
@@ -142,14 +157,41 @@ def build_service(settings: Settings, spec: Spec | None = None) -> Service:
     heartbeat = Heartbeat(fast, f"serving.{os.uname().nodename}-{settings.serving_port}")
     cache = ModelCache(store, spec.schema_hash, routing.is_qualified)
     follower = RoutingFollower(routing, cache, heartbeat=heartbeat)
+    metrics = ServingMetrics()
+    failures = metrics.delivery_failures.labels(settings.topic("predictions"))
     return Service(
         settings=settings,
         spec=spec,
         online=OnlineFeatures(fast, spec),
         follower=follower,
-        predictions=PredictionLog(settings),
-        metrics=ServingMetrics(),
+        predictions=PredictionLog(settings, failures),
+        metrics=metrics,
     )
+
+
+def readiness(service: Service) -> tuple[list[str], dict[str, Any]]:
+    """Why this instance does not serve what routing says (empty: it does), and the view."""
+    follower = service.follower
+    snap, refused = follower.current, follower.refused
+    reasons = []
+    if not snap.redis_ok:
+        reasons.append("redis_unreachable")
+    elif follower.stale(STALE_AFTER_SECONDS):
+        reasons.append("routing_stale")
+    if refused:
+        reasons.append("checkpoints_refused")
+    if not snap.table.routes:
+        reasons.append("no_model")
+    return reasons, {
+        "status": "degraded" if reasons else "ok",
+        "reasons": reasons,
+        "routing_version": snap.table.version,
+        "routes": {r.checkpoint_id: r.percent for r in snap.table.routes},
+        "champion": snap.table.champion,
+        "kill_switch": snap.kill.on,
+        "redis": snap.redis_ok,
+        "refused": refused,
+    }
 
 
 def create_app(service: Service) -> FastAPI:
@@ -192,7 +234,10 @@ def create_app(service: Service) -> FastAPI:
             metrics.requests.labels("rejected").inc()
             return _json({"reason": exc.reason.value, "detail": exc.detail}, status_code=422)
         try:
-            value, version, reason = service.predict(req.entity_id, features)
+            # Off the event loop: it reads Redis (online features), which may be slow.
+            value, version, reason = await run_in_threadpool(
+                service.predict, req.entity_id, features
+            )
         except Exception:  # whatever went wrong, the caller gets an answer, not a 500
             log.exception("prediction failed for entity %s", req.entity_id)
             value, version, reason = (
@@ -232,21 +277,18 @@ def create_app(service: Service) -> FastAPI:
     # validation machinery would only add time to every request.
     app.add_route("/predict", predict, methods=["POST"])
 
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        snap = service.follower.current
-        refused = service.follower.refused
-        serving = bool(snap.table.routes) and snap.redis_ok and not snap.kill.on
-        body = {
-            "status": "ok" if serving and not refused else "degraded",
-            "routing_version": snap.table.version,
-            "routes": {r.checkpoint_id: r.percent for r in snap.table.routes},
-            "champion": snap.table.champion,
-            "kill_switch": snap.kill.on,
-            "redis": snap.redis_ok,
-            "refused": refused,
-        }
-        return _json(body)
+    async def ready(_: Request) -> Response:
+        reasons, body = readiness(service)
+        return _json(body, status_code=503 if reasons else 200)
+
+    app.add_route("/healthz", ready, methods=["GET"])
+    app.add_route("/readyz", ready, methods=["GET"])
+
+    @app.get("/livez")
+    async def livez() -> Response:
+        if service.follower.alive(LIVE_WITHIN_SECONDS):
+            return _json({"status": "ok"})
+        return _json({"status": "down", "reasons": ["routing_follower_stopped"]}, 503)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -256,6 +298,7 @@ def create_app(service: Service) -> FastAPI:
         metrics.serving(shares, service.follower.created())
         metrics.refused.set(len(service.follower.refused))
         metrics.dropped.set(service.predictions.dropped)
+        metrics.ready.set(0 if readiness(service)[0] else 1)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

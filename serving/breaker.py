@@ -29,7 +29,7 @@ class LatencyBreaker:
             return False
         if time.monotonic() < until:
             return True
-        del self._open_until[version]
+        self._open_until.pop(version, None)  # requests run in threads: may race
         return False
 
     def record(self, version: str, seconds: float) -> None:

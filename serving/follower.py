@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -75,6 +76,9 @@ class RoutingFollower:
         self.current = Snapshot()
         #: Checkpoints of the latest table that failed to load, with the reason.
         self.refused: dict[str, str] = {}
+        #: Monotonic times of the last round of the loop, and of the last one that read Redis.
+        self.last_round: float | None = None
+        self.last_read: float | None = None
 
     def start(self) -> None:
         self.refresh()
@@ -94,6 +98,19 @@ class RoutingFollower:
                 log.exception("routing refresh failed")
             if self._heartbeat is not None:
                 self._heartbeat.beat(self.report())
+            self.last_round = time.monotonic()
+
+    def alive(self, within: float) -> bool:
+        """Whether the loop runs and finished a round within ``within`` seconds."""
+        thread, last = self._thread, self.last_round
+        if thread is None or not thread.is_alive():
+            return False
+        return last is None or time.monotonic() - last <= within
+
+    def stale(self, within: float) -> bool:
+        """Whether the table in force was last read from Redis over ``within`` seconds ago."""
+        last = self.last_read
+        return last is None or time.monotonic() - last > within
 
     def report(self) -> dict[str, Any]:
         """What this instance serves, for ``loopline status``."""
@@ -120,6 +137,7 @@ class RoutingFollower:
                 log.error("Redis unreachable, answering from the fallback: %s", exc)
             self.current = replace(current, redis_ok=False)
             return
+        self.last_read = time.monotonic()
         if table.version == current.table.version and table.version == current.wanted_version:
             if kill != current.kill or not current.redis_ok:
                 self.current = replace(current, kill=kill, redis_ok=True)

@@ -78,6 +78,17 @@ class ServingMetrics:
             "Predictions not logged because the producer buffer was full.",
             registry=r,
         )
+        self.ready = Gauge(
+            "loopline_serving_ready",
+            "1 while this instance serves what the routing table says (/healthz is 200).",
+            registry=r,
+        )
+        self.delivery_failures = Counter(
+            "loopline_serving_delivery_failures",
+            "Records serving produced that the broker never acknowledged, by topic.",
+            ["topic"],
+            registry=r,
+        )
 
     def serving(self, shares: Mapping[str, float], created: Mapping[str, float]) -> None:
         """What serves now, for the next scrape."""

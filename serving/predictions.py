@@ -2,7 +2,9 @@
 
 ``produce`` only appends to librdkafka's buffer (batched by ``linger.ms``); a
 background thread serves delivery reports. When the broker is away long enough to
-fill the buffer, records are dropped and counted rather than slowing answers down.
+fill the buffer, records are dropped and counted rather than slowing answers down;
+records the broker never acknowledged (``message.timeout.ms`` passed, a fatal
+producer error) are counted in ``loopline_serving_delivery_failures_total``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import threading
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from prometheus_client import Counter
 
 from loopline.contracts import Prediction
 from loopline.kafka import producer_config
@@ -20,8 +23,10 @@ log = logging.getLogger(__name__)
 
 
 class PredictionLog:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, failures: Counter | None = None) -> None:
         self._topic = settings.topic("predictions")
+        #: Counts delivery failures (serving passes its metric, labelled by topic).
+        self._failures = failures
         config = producer_config(
             settings,
             **{
@@ -50,6 +55,8 @@ class PredictionLog:
     def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
             self.failed += 1
+            if self._failures is not None:
+                self._failures.inc()
             if self.failed == 1 or self.failed % 1000 == 0:
                 log.error("%d predictions failed delivery; latest: %s", self.failed, err.str())
 

@@ -129,7 +129,10 @@ def test_bad_requests_get_4xx_with_the_reason(settings: Settings, spec: Spec) ->
             )
             assert (reply.status_code, reply.json()["reason"]) == (status, reason), raw
             assert reply.json()["detail"]
-        assert client.get("/healthz").status_code == 200
+        assert client.get("/livez").status_code == 200
+        # No model routed: only the fallback answers, and readiness says so.
+        health = client.get("/healthz")
+        assert (health.status_code, health.json()["reasons"]) == (503, ["no_model"])
 
 
 def test_a_tampered_checkpoint_is_refused(settings: Settings, spec: Spec, model: Any) -> None:
@@ -151,7 +154,8 @@ def test_a_tampered_checkpoint_is_refused(settings: Settings, spec: Spec, model:
         answer = predict(client)
         assert (answer["fallback"], answer["fallback_reason"]) == (True, "no_model")
         assert answer["score"] == spec.fallback.table["alpaca"]
-        assert client.get("/healthz").json()["status"] == "degraded"
+        health = client.get("/healthz")
+        assert (health.status_code, health.json()["status"]) == (503, "degraded")
 
 
 def test_a_checkpoint_the_pusher_did_not_qualify_is_refused(
