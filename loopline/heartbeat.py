@@ -21,7 +21,7 @@ import orjson
 import redis
 
 from loopline.contracts import parse_ts, utcnow
-from loopline.errors import RecordError
+from loopline.errors import Reason, RecordError
 from loopline.redis_client import redis_client
 from loopline.settings import Settings
 
@@ -43,7 +43,8 @@ class WorkerStatus:
     @property
     def applied(self) -> set[str]:
         """Ids of the control commands this worker has applied (the last few hundred)."""
-        return set(self.state.get("applied", ()))
+        applied = self.state.get("applied")
+        return {a for a in applied if isinstance(a, str)} if isinstance(applied, list) else set()
 
     @property
     def refused_commands(self) -> dict[str, str]:
@@ -114,9 +115,11 @@ def _parse(keys: Iterable[bytes], values: Iterable[bytes | None], strip: int) ->
             continue
         try:
             obj = orjson.loads(raw)
-            at = parse_ts(obj.pop("at"), "at")
-        except (orjson.JSONDecodeError, KeyError, RecordError, AttributeError):
-            log.warning("unreadable heartbeat at %r", key)
+            if not isinstance(obj, dict):
+                raise RecordError(Reason.WRONG_TYPE, "not a JSON object")
+            at = parse_ts(obj.pop("at", None), "at")
+        except (orjson.JSONDecodeError, RecordError) as exc:
+            log.warning("unreadable heartbeat at %r: %s", key, exc)
             continue
-        statuses.append(WorkerStatus(key.decode()[strip:], at, obj))
+        statuses.append(WorkerStatus(key.decode(errors="replace")[strip:], at, obj))
     return statuses

@@ -29,21 +29,24 @@ False
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis
 
 from loopline.contracts import parse_ts, utcnow
-from loopline.errors import LooplineError
+from loopline.errors import LooplineError, Reason, RecordError
 from loopline.redis_client import redis_client
 from loopline.settings import Settings
+
+log = logging.getLogger(__name__)
 
 _LOG_LENGTH = 200
 #: Former champions kept as rollback targets (and protected from the trainer's pruning).
@@ -117,16 +120,23 @@ class RoutingTable:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> RoutingTable:
-        obj = orjson.loads(raw)
-        return cls(
-            version=int(obj["version"]),
-            routes=tuple(
-                Route(str(r["checkpoint_id"]), float(r["percent"])) for r in obj["routes"]
-            ),
-            champion=obj.get("champion"),
-            reason=str(obj.get("reason", "")),
-            updated_at=_opt_ts(obj.get("updated_at")),
-        )
+        """The table in ``raw``; :class:`RecordError` if it holds none."""
+
+        def build(obj: dict[str, Any]) -> RoutingTable:
+            champion = obj.get("champion")
+            if champion is not None and not isinstance(champion, str):
+                raise TypeError("champion must be a string")
+            return cls(
+                version=int(obj["version"]),
+                routes=tuple(
+                    Route(str(r["checkpoint_id"]), float(r["percent"])) for r in obj["routes"]
+                ),
+                champion=champion,
+                reason=str(obj.get("reason", "")),
+                updated_at=_opt_ts(obj.get("updated_at")),
+            )
+
+        return _decode(raw, "routing table", build)
 
 
 def serve_only(table: RoutingTable, checkpoint_id: str, reason: str) -> RoutingTable:
@@ -243,24 +253,60 @@ class RampState:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> RampState:
-        obj = orjson.loads(raw)
-        return cls(
-            candidate=str(obj["candidate"]),
-            baseline=str(obj["baseline"]),
-            stages=tuple(float(s) for s in obj["stages"]),
-            dwell_seconds=float(obj["dwell_seconds"]),
-            status=RampStatus(obj["status"]),
-            stage=int(obj["stage"]),
-            started_at=parse_ts(obj["started_at"]),
-            stage_started_at=parse_ts(obj["stage_started_at"]),
-            dwelled=float(obj["dwelled"]),
-            reason=str(obj.get("reason", "")),
-            updated_at=parse_ts(obj["updated_at"]),
-        )
+        """The ramp in ``raw``; :class:`RecordError` if it holds none."""
+
+        def build(obj: dict[str, Any]) -> RampState:
+            stages, stage = tuple(float(s) for s in obj["stages"]), int(obj["stage"])
+            if not 0 <= stage < len(stages):
+                raise ValueError(f"stage {stage} is not one of {len(stages)} stages")
+            return cls(
+                candidate=str(obj["candidate"]),
+                baseline=str(obj["baseline"]),
+                stages=stages,
+                dwell_seconds=float(obj["dwell_seconds"]),
+                status=RampStatus(obj["status"]),
+                stage=stage,
+                started_at=parse_ts(obj["started_at"]),
+                stage_started_at=parse_ts(obj["stage_started_at"]),
+                dwelled=float(obj["dwelled"]),
+                reason=str(obj.get("reason", "")),
+                updated_at=parse_ts(obj["updated_at"]),
+            )
+
+        return _decode(raw, "ramp state", build)
 
 
 def _opt_ts(value: Any) -> datetime | None:
     return None if value is None else parse_ts(value)
+
+
+def _object_or_empty(raw: bytes | str) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+_T = TypeVar("_T")
+
+
+def _decode(raw: bytes | str, what: str, build: Callable[[dict[str, Any]], _T]) -> _T:
+    """Build one piece of routing state from its JSON; any bad input is a RecordError.
+
+    Redis is shared: whatever is found under a key, readers get a value or a
+    :class:`RecordError` (a :class:`LooplineError`, which status and the CLI report).
+    """
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RecordError(Reason.MALFORMED_JSON, f"{what}: {exc}") from None
+    if not isinstance(obj, dict):
+        raise RecordError(Reason.WRONG_TYPE, f"{what}: not a JSON object")
+    try:
+        return build(obj)
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise RecordError(Reason.WRONG_TYPE, f"{what}: {type(exc).__name__}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,8 +320,11 @@ class KillSwitch:
     def from_json(cls, raw: bytes | str | None) -> KillSwitch:
         if raw is None:
             return cls()
-        obj = orjson.loads(raw)
-        return cls(bool(obj["on"]), str(obj["reason"]), str(obj["by"]), _opt_ts(obj.get("at")))
+
+        def build(obj: dict[str, Any]) -> KillSwitch:
+            return cls(bool(obj["on"]), str(obj["reason"]), str(obj["by"]), _opt_ts(obj.get("at")))
+
+        return _decode(raw, "kill switch", build)
 
 
 Change = Callable[
@@ -337,11 +386,20 @@ class RoutingStore:
         return {m.decode() for m in self.client.smembers(self.rolled_back_key)}
 
     def log(self, count: int = 20) -> list[dict[str, Any]]:
-        return [orjson.loads(e) for e in self.client.lrange(self.log_key, 0, count - 1)]
+        """The latest changes, newest first; an entry that is not a JSON object reads as
+        ``{}`` (readers skip an entry without ``at`` and can count it)."""
+        return [_object_or_empty(e) for e in self.client.lrange(self.log_key, 0, count - 1)]
 
     def verdict(self, checkpoint_id: str) -> dict[str, Any] | None:
+        """The verdict on a checkpoint; None if there is none or it is unreadable (so the
+        checkpoint is not qualified, and the pusher judges it again)."""
         raw = self.client.get(self._verdict_prefix + checkpoint_id)
-        return None if raw is None else orjson.loads(raw)  # type: ignore[no-any-return]
+        if raw is None:
+            return None
+        verdict = _object_or_empty(raw)
+        if not verdict:
+            log.warning("unreadable verdict on %s in Redis: judged as none", checkpoint_id)
+        return verdict or None
 
     def is_qualified(self, checkpoint_id: str) -> bool:
         """Whether the pusher qualified this checkpoint: nothing else may serve."""

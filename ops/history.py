@@ -21,7 +21,7 @@ import orjson
 import redis
 
 from loopline.contracts import CheckpointManifest, CommandKind, parse_ts
-from loopline.control import read_all
+from loopline.control import read_log
 from loopline.errors import LooplineError, RecordError
 from loopline.kafka import read_tail
 from loopline.redis_client import redis_client
@@ -54,7 +54,7 @@ def collect(
     settings: Settings, since: datetime | None = None, until: datetime | None = None
 ) -> Timeline:
     """The entries in ``[since, until]`` in time order, and what is missing from them."""
-    sources: dict[str, Callable[[Settings], list[Entry]]] = {
+    sources: dict[str, Callable[[Settings], tuple[list[Entry], int]]] = {
         "control": _control,
         "checkpoints": _checkpoints,
         "verdicts": _verdicts,
@@ -65,10 +65,12 @@ def collect(
     caveats = []
     for name, read in sources.items():
         try:
-            found = read(settings)
+            found, skipped = read(settings)
         except (LooplineError, redis.RedisError, OSError) as exc:
             unread[name] = f"{type(exc).__name__}: {exc}"
             continue
+        if skipped:
+            caveats.append(f"{name}: {skipped} unreadable records skipped")
         if name == "routing log" and len(found) >= ROUTING_LOG_DEPTH:
             oldest = min(e.at for e in found)
             if since is None or since < oldest:
@@ -88,25 +90,31 @@ def collect(
     return Timeline(kept, unread, caveats)
 
 
-def _control(settings: Settings) -> list[Entry]:
+# Each source returns its entries and how many of its records it could not read.
+
+
+def _control(settings: Settings) -> tuple[list[Entry], int]:
     entries = []
-    for c in read_all(settings):
+    control = read_log(settings)
+    for c in control.commands:
         args = " ".join(f"{k}={v}" for k, v in c.args.items())
         scope = "" if c.scope == "*" else f" ({c.scope})"
         what = f"{c.kind.value}{scope}{' ' + args if args else ''}"
-        if c.kind is CommandKind.PAUSE and c.evidence.get("breaches"):
-            checks = ", ".join(str(b.get("check")) for b in c.evidence["breaches"])
+        breaches = c.evidence.get("breaches")
+        if c.kind is CommandKind.PAUSE and breaches and isinstance(breaches, list):
+            checks = ", ".join(str(b.get("check") if isinstance(b, dict) else b) for b in breaches)
             what += f" [evidence: {checks}]"
         entries.append(Entry(c.issued_at, "control", c.issued_by, what, c.reason))
-    return entries
+    return entries, control.unreadable
 
 
-def _checkpoints(settings: Settings) -> list[Entry]:
-    entries = []
+def _checkpoints(settings: Settings) -> tuple[list[Entry], int]:
+    entries, skipped = [], 0
     for record in read_tail(settings, "checkpoints"):
         try:
             m = CheckpointManifest.from_json(record.value or b"")
         except RecordError:
+            skipped += 1
             continue
         metrics = ", ".join(
             f"{k}={v:.4g}" for k, v in m.metrics.items() if v is not None and "@" not in k
@@ -116,10 +124,10 @@ def _checkpoints(settings: Settings) -> list[Entry]:
             f"(lineage {m.lineage}, {m.examples_seen} examples{', ' + metrics if metrics else ''})"
         )
         entries.append(Entry(m.created_at, "checkpoint", f"trainer.{m.model_name}", what))
-    return entries
+    return entries, skipped
 
 
-def _verdicts(settings: Settings) -> list[Entry]:
+def _verdicts(settings: Settings) -> tuple[list[Entry], int]:
     client: Any = redis_client(settings)
     try:
         prefix = settings.key("verdict", "")
@@ -127,7 +135,7 @@ def _verdicts(settings: Settings) -> list[Entry]:
         raws = client.mget(keys) if keys else []
     finally:
         client.close()
-    entries = []
+    entries, skipped = [], 0
     for raw in raws:
         if raw is None:
             continue
@@ -135,31 +143,34 @@ def _verdicts(settings: Settings) -> list[Entry]:
             v = orjson.loads(raw)
             at = parse_ts(v.get("decided_at"), "decided_at")
         except (orjson.JSONDecodeError, AttributeError, RecordError):
+            skipped += 1
             continue
         verdict = str(v.get("verdict"))
         what = f"{verdict} {v.get('checkpoint_id')}"
         if v.get("action"):
             what += f": {v['action']}"
-        why = "; ".join(str(r) for r in v.get("reasons", ()))
+        reasons = v.get("reasons")
+        why = "; ".join(str(r) for r in reasons) if isinstance(reasons, list) else ""
         entries.append(Entry(at, verdict, "pusher", what, why))
-    return entries
+    return entries, skipped
 
 
-def _routing(settings: Settings) -> list[Entry]:
+def _routing(settings: Settings) -> tuple[list[Entry], int]:
     store = RoutingStore(settings)
     try:
         log = store.log(ROUTING_LOG_DEPTH)
     finally:
         store.close()
-    entries = []
+    entries, skipped = [], 0
     for item in log:
         try:
             at = parse_ts(item.get("at"), "at")
-        except RecordError:
+        except (RecordError, AttributeError):
+            skipped += 1
             continue
         version = f" (routing v{item['version']})" if "version" in item else ""
         entries.append(Entry(at, "routing", str(item.get("by")), f"{item.get('action')}{version}"))
-    return entries
+    return entries, skipped
 
 
 def parse_when(text: str, now: datetime | None = None) -> datetime:

@@ -1,6 +1,7 @@
 """``loopline status``: the state of the whole loop, gathered from where each part keeps it.
 
-Control (paused or not, anomalous windows) is folded from the ``control`` topic; what
+Control (paused or not, anomalous windows) is folded from the ``control`` topic, and
+records there that hold no command are counted (``control_unreadable``); what
 serves and the ramp come from the routing state in Redis; the newest checkpoint from
 the checkpoint store; lag from the consumer groups' committed offsets; accounting and
 workers' heartbeats (data-health verdict included) from Redis. A part that cannot be
@@ -20,7 +21,7 @@ import redis
 from loopline import accounting, heartbeat
 from loopline.checkpoints import CheckpointStore
 from loopline.contracts import utcnow
-from loopline.control import read_all
+from loopline.control import read_log
 from loopline.control_state import ControlState
 from loopline.errors import LooplineError
 from loopline.kafka import group_lag, topic_sizes, wait_for_broker
@@ -76,7 +77,8 @@ def collect(settings: Settings) -> dict[str, Any]:
 def _training(
     settings: Settings, model: str, workers: list[heartbeat.WorkerStatus] | dict[str, str]
 ) -> dict[str, Any]:
-    state = ControlState.fold(read_all(settings), model)
+    control = read_log(settings)
+    state = ControlState.fold(control.commands, model)
     pause = state.pause
     trainer = next(
         (
@@ -93,6 +95,7 @@ def _training(
         "pause_reason": pause.reason if pause else None,
         "pause_evidence": pause.evidence if pause else None,
         "trainer_paused": trainer.state.get("paused") if trainer else None,
+        "control_unreadable": control.unreadable,
         "anomalous_windows": [
             {
                 "id": m.mark_id,
@@ -174,7 +177,11 @@ def _health(workers: list[heartbeat.WorkerStatus] | dict[str, str]) -> dict[str,
         return {"verdict": "unknown (no streams worker reporting)", "breaches": []}
     verdicts = [str(w.state.get("health", "unknown")) for w in reports]
     worst = min(verdicts, key=lambda v: HEALTH_ORDER.index(v) if v in HEALTH_ORDER else -1)
-    breaches = [b for w in reports for b in (w.state.get("last_window") or {}).get("breaches", [])]
+    breaches = []
+    for w in reports:  # heartbeats are JSON anyone could write: take only what has the shape
+        window = w.state.get("last_window")
+        found = window.get("breaches") if isinstance(window, dict) else None
+        breaches += [b for b in found if isinstance(b, dict)] if isinstance(found, list) else []
     return {"verdict": worst, "breaches": breaches, "workers": len(reports)}
 
 

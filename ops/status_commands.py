@@ -9,7 +9,9 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from loopline.cli_settings import settings_of
 from loopline.errors import RecordError
@@ -45,12 +47,18 @@ def status(ctx: typer.Context, as_json: Json = False) -> None:
 
 
 def _rows(title: str, rows: dict[str, Any]) -> None:
-    table = Table(title=title, show_header=False, title_justify="left")
+    """A two-column table. Values are shown as they are, never read as markup (they come
+    from records and keys anyone could write); styled values come as :class:`Text`."""
+    table = Table(title=escape(title), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows.items():
-        table.add_row(key, "-" if value is None else str(value))
+        table.add_row(Text(key), value if isinstance(value, Text) else Text(_cell(value)))
     console.print(table)
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
 
 
 def _when(ts: Any) -> str:
@@ -62,18 +70,22 @@ def _render_status(r: dict[str, Any]) -> None:
     if "error" in t:
         _rows("training", t)
     else:
-        state = "[red]PAUSED[/red]" if t["paused"] else "[green]learning[/green]"
+        state = Text("PAUSED", "red") if t["paused"] else Text("learning", "green")
         rows: dict[str, Any] = {"state": state}
         if t["paused"]:
             rows["paused"] = f"since {_when(t['paused_since'])} by {t['paused_by']}"
             rows["why"] = t["pause_reason"] or "-"
         if t["trainer_paused"] is None:
-            rows["trainer"] = "[yellow]not running[/yellow]"
+            rows["trainer"] = Text("not running", "yellow")
         elif bool(t["trainer_paused"]) != t["paused"]:
-            rows["trainer"] = "[yellow]not yet applied[/yellow]"
+            rows["trainer"] = Text("not yet applied", "yellow")
         for w in t["anomalous_windows"]:
             rows[f"anomalous {w['id']}"] = (
                 f"[{_when(w['start'])}, {_when(w['end'])}) by {w['by']}: {w['reason']}"
+            )
+        if t.get("control_unreadable"):
+            rows["control"] = Text(
+                f"{t['control_unreadable']} unreadable records skipped", "yellow"
             )
         _rows(f"training of {r['model']} v{r['spec_version']}", rows)
     s = r["serving"]
@@ -92,7 +104,9 @@ def _render_status(r: dict[str, Any]) -> None:
                 f"{ramp['stage']}/{ramp['stages']} ({ramp['percent']:g}%)"
             )
         rows["kill switch"] = (
-            f"[red]ON[/red] ({s['kill_switch_reason']})" if s["kill_switch"] else "off"
+            Text.assemble(("ON", "red"), f" ({s['kill_switch_reason']})")
+            if s["kill_switch"]
+            else "off"
         )
         rows["pinned"] = s["pinned"]
         _rows("serving", rows)
@@ -121,7 +135,7 @@ def _render_status(r: dict[str, Any]) -> None:
         _rows("accounting", a)
     else:
         rows = {k: v for k, v in a.items() if k not in ("rejected", "balanced")}
-        rows["books"] = "balance" if a["balanced"] else "[red]do not balance[/red]"
+        rows["books"] = "balance" if a["balanced"] else Text("do not balance", "red")
         _rows("accounting (events)", rows)
     h = r["data_health"]
     checks = ", ".join(f"{b.get('check')} {b.get('value')}" for b in h.get("breaches", []))
@@ -133,8 +147,10 @@ def _render_status(r: dict[str, Any]) -> None:
         _rows(
             "workers",
             {
-                w["name"]: f"last beat {w['last_beat_seconds']:.0f}s ago"
-                + (" [red](stale)[/red]" if w["stale"] else "")
+                w["name"]: Text.assemble(
+                    f"last beat {w['last_beat_seconds']:.0f}s ago",
+                    (" (stale)", "red") if w["stale"] else "",
+                )
                 for w in workers
             }
             or {"-": "no worker reporting"},
@@ -166,12 +182,12 @@ def history(
         for column in ("at", "kind", "by", "what", "why"):
             table.add_column(column, overflow="fold")
         for e in entries:
-            table.add_row(_when(e.at), e.kind, e.by, e.what, e.why)
+            table.add_row(*(Text(v) for v in (_when(e.at), e.kind, e.by, e.what, e.why)))
         console.print(table)
     for caveat in found.caveats:
-        errors.print(f"[yellow]incomplete:[/yellow] {caveat}")
+        errors.print(f"[yellow]incomplete:[/yellow] {escape(caveat)}")
     for source, why in found.unread.items():
-        errors.print(f"[red]incomplete:[/red] {source} not read: {why}")
+        errors.print(f"[red]incomplete:[/red] {escape(source)} not read: {escape(why)}")
     if found.unread:
         raise typer.Exit(1)
 
@@ -215,7 +231,7 @@ def deadletter_tail(
     for column in ("reason", "detail", "source", "key", "value"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(str(row[c]) for c in ("reason", "detail", "source", "key", "value")))
+        table.add_row(*(Text(str(row[c])) for c in ("reason", "detail", "source", "key", "value")))
     console.print(table)
 
 

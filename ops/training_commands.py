@@ -18,12 +18,14 @@ import orjson
 import redis
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from loopline.checkpoints import CheckpointStore
 from loopline.cli_settings import settings_of
 from loopline.contracts import Command, CommandKind, Window, parse_ts
-from loopline.control import ALL_SCOPES, make_command, read_all, send
+from loopline.control import ALL_SCOPES, make_command, read_log, send
 from loopline.control_state import ControlState, Mark
 from loopline.errors import CheckpointError, RecordError
 from loopline.settings import Settings
@@ -47,7 +49,7 @@ Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 def refuse(message: str) -> typer.Exit:
     """Say why a command cannot apply; it was not sent."""
-    errors.print(f"[red]refused:[/red] {message} (nothing sent)")
+    errors.print(f"[red]refused:[/red] {escape(message)} (nothing sent)")
     return typer.Exit(1)
 
 
@@ -60,22 +62,32 @@ def models_in_scope(settings: Settings, scope: str) -> list[str]:
         names |= {str(w.state.get("model")) for w in live_trainers(settings)}
     except redis.RedisError as exc:  # heartbeats are out of reach, not the control topic
         errors.print(
-            f"[yellow]cannot read heartbeats ({exc}): judging by the spec's model[/yellow]"
+            f"[yellow]cannot read heartbeats ({escape(str(exc))}): "
+            "judging by the spec's model[/yellow]"
         )
     return sorted(names)
 
 
 def states(settings: Settings, scope: str) -> dict[str, ControlState]:
-    commands = read_all(settings)
-    return {m: ControlState.fold(commands, m) for m in models_in_scope(settings, scope)}
+    """What ``control`` says is in force for each model in scope; records there that hold
+    no command change nothing and are counted here, never fatal."""
+    control = read_log(settings)
+    if control.unreadable:
+        errors.print(
+            f"[yellow]{control.unreadable} records on control are not readable commands: "
+            "skipped[/yellow]"
+        )
+    return {m: ControlState.fold(control.commands, m) for m in models_in_scope(settings, scope)}
 
 
 def deliver(settings: Settings, command: Command, wait: float) -> None:
     """Send, then report whether the running trainers applied it within ``wait`` seconds."""
     send(settings, command)
     console.print(
-        f"sent {command.kind.value} to {command.scope} as {command.issued_by} "
-        f"(command {command.command_id})"
+        escape(
+            f"sent {command.kind.value} to {command.scope} as {command.issued_by} "
+            f"(command {command.command_id})"
+        )
     )
     if wait <= 0:
         return
@@ -88,12 +100,12 @@ def deliver(settings: Settings, command: Command, wait: float) -> None:
         )
         raise typer.Exit(1) from None
     if ack.applied:
-        console.print(f"applied by {', '.join(ack.applied)} within {ack.seconds:.1f}s")
+        console.print(escape(f"applied by {', '.join(ack.applied)} within {ack.seconds:.1f}s"))
     for name, why in sorted(ack.refused.items()):
-        errors.print(f"[red]sent, but {name} cannot apply it:[/red] {why}")
+        errors.print(f"[red]sent, but {escape(name)} cannot apply it:[/red] {escape(why)}")
     if ack.pending:
         errors.print(
-            f"[yellow]not applied by {', '.join(ack.pending)} within {wait:g}s[/yellow]: "
+            f"[yellow]not applied by {escape(', '.join(ack.pending))} within {wait:g}s[/yellow]: "
             "it stays on control; see `loopline status`"
         )
         raise typer.Exit(1)
@@ -194,15 +206,8 @@ def anomaly_list(ctx: typer.Context, model: Model = ALL_SCOPES, as_json: Json = 
     for column in ("id", "model", "start", "end", "reason", "marked by", "at"):
         table.add_column(column, no_wrap=column == "id")
     for name, m in marks.values():
-        table.add_row(
-            m.mark_id,
-            name,
-            m.window.start.isoformat(),
-            m.window.end.isoformat(),
-            m.reason,
-            m.by,
-            _when(m.at),
-        )
+        cells = (m.mark_id, name, m.window.start.isoformat(), m.window.end.isoformat())
+        table.add_row(*(Text(c) for c in (*cells, m.reason, m.by, _when(m.at))))
     console.print(table)
 
 
@@ -317,7 +322,7 @@ def checkpoints_list(ctx: typer.Context, model: Model = ALL_SCOPES, as_json: Jso
     ):
         table.add_column(column)
     for m, metrics, verified in rows:
-        table.add_row(
+        cells = (
             m.checkpoint_id,
             f"{m.model_name} v{m.spec_version}",
             m.lineage,
@@ -328,4 +333,5 @@ def checkpoints_list(ctx: typer.Context, model: Model = ALL_SCOPES, as_json: Jso
             ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
             verified,
         )
+        table.add_row(*(Text(c) for c in cells))  # as written, never read as markup
     console.print(table)
