@@ -70,3 +70,13 @@ def test_garbage_is_malformed_json() -> None:
     assert err.value.reason is Reason.MALFORMED_JSON
     with pytest.raises(RecordError):
         decode(None)
+
+
+@pytest.mark.parametrize(
+    "ts", ["9999-12-31T23:59:59-10:00", "0001-01-01T00:00:00+05:00", "9500-01-01T00:00:00Z"]
+)
+def test_the_fast_path_rejects_what_the_contract_rejects(ts: str) -> None:
+    obj = orjson.loads(Example("e", "u", T, {"a": 1}, 1.0).to_json())
+    with pytest.raises(RecordError) as info:
+        decode(orjson.dumps({**obj, "ts": ts}))
+    assert info.value.reason is Reason.OUT_OF_RANGE
