@@ -33,15 +33,21 @@ def run(settings: Settings) -> None:
     pusher = Pusher(settings)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=pusher.registry)
+    run_until(pusher, stop)
+
+
+def run_until(pusher: Pusher, stop: threading.Event, max_backoff: float = 30.0) -> None:
+    """Run the pusher's loop until ``stop``, starting it over after an outage."""
     backoff = 1.0
     while not stop.is_set():
         try:
             pusher.run(stop)
         except (redis.RedisError, RoutingContention, KafkaException, OSError) as exc:
             # Start over from the committed offsets and the state in Redis: a checkpoint
-            # being judged when the outage hit is judged again, none is skipped.
+            # being judged or a Command being applied when the outage hit is taken up
+            # again, none is skipped.
             log.error("pusher loop failed (%s); restarting in %.0fs", exc, backoff)
             stop.wait(backoff)
-            backoff = min(backoff * 2, 30.0)
+            backoff = min(backoff * 2, max_backoff)
         else:
             backoff = 1.0

@@ -1,11 +1,14 @@
-"""Running serving and the pusher inside a test, and feeding them records."""
+"""Running serving and the pusher inside a test, feeding them records, hanging Redis."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 import uvicorn
@@ -13,7 +16,7 @@ from confluent_kafka import Producer
 
 from loopline.checkpoints import CheckpointStore
 from loopline.contracts import CheckpointManifest, Example
-from loopline.devstack import free_port
+from loopline.devstack import Managed, free_port, start_redis
 from loopline.kafka import producer_config
 from loopline.settings import Settings
 from loopline.spec import Spec
@@ -89,3 +92,28 @@ def pusher(settings: Settings, spec: Spec) -> Iterator[Pusher]:
     finally:
         stop.set()
         thread.join(15)
+
+
+@contextmanager
+def private_redis(settings: Settings, directory: Path) -> Iterator[tuple[Settings, Managed]]:
+    """A redis-server of the test's own (free to hang), and settings pointing at it."""
+    server = start_redis("127.0.0.1", free_port(), directory)
+    try:
+        yield settings.replace(redis_url=f"redis://127.0.0.1:{server.port}/0"), server
+    finally:
+        resume(server)
+        server.stop()
+
+
+def hang(server: Managed) -> None:
+    """SIGSTOP the server: it keeps accepting connections and answers nothing."""
+    pid = server.pid()
+    assert pid is not None, "the private Redis is not running"
+    os.kill(pid, signal.SIGSTOP)
+
+
+def resume(server: Managed) -> None:
+    """SIGCONT the server (harmless if it runs)."""
+    pid = server.pid()
+    if pid is not None:
+        os.kill(pid, signal.SIGCONT)
