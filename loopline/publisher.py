@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from time import monotonic
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ParamSpec, Self
 
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
@@ -64,11 +64,15 @@ from loopline.spec import Spec
 from loopline.validation import FeatureValidator
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
 
 # librdkafka's poll returns as soon as a report is queued; the interval only bounds
 # how long stopping the thread takes.
 _POLL_INTERVAL = 0.1
 _SHOWN_IDS = 5
+# librdkafka expires records in a scan once a second: a flush that waits a little past
+# the publish timeout sees them reported, with their event ids, not still in flight.
+_EXPIRY_GRACE = 1.5
 # Errors after which the Publisher produces through a new producer instance (a new
 # idempotent producer id). After fencing or a fatal error the old one delivers nothing
 # more. After timeouts librdkafka must bump its epoch to go on, which a broker may
@@ -159,6 +163,22 @@ def _describe_failed(records: list[FailedRecord]) -> str:
     return f"{len(records)} records failed delivery (event ids {ids}{more})"
 
 
+def _weakly(method: Callable[P, None]) -> Callable[P, None]:
+    """``method`` without a strong reference to its object.
+
+    The producer holds its callbacks; were they bound to the Publisher, the delivery
+    thread (which holds the producer) would keep a dropped Publisher alive for ever.
+    """
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> None:
+        target = ref()
+        if target is not None:
+            target(*args, **kwargs)
+
+    return call
+
+
 def _check_ts(ts: datetime | None, now: datetime) -> datetime:
     if ts is None:
         return now
@@ -208,8 +228,8 @@ class Publisher:
         # Report failures only: a callback per delivered record would halve throughput.
         config |= {
             "delivery.report.only.error": True,
-            "on_delivery": self._delivery_failed,
-            "error_cb": self._client_error,
+            "on_delivery": _weakly(self._delivery_failed),
+            "error_cb": _weakly(self._client_error),
         }
         self._config = config
         self._producer = Producer(config)
@@ -346,12 +366,12 @@ class Publisher:
         raises again on every call until the failed records are taken with
         :meth:`take_failed`.
         """
-        timeout = self._timeout if timeout is None else timeout
+        timeout = self._timeout + _EXPIRY_GRACE if timeout is None else timeout
         remaining = self._flush_all(timeout)
         failed = self._kept()
         if remaining:
             msg = (
-                f"{remaining} records not acknowledged within {timeout:g}s by "
+                f"{remaining} record{'s' if remaining > 1 else ''} not acknowledged within {timeout:g}s by "
                 f"{self.settings.kafka_bootstrap} ({self._describe_last_error()})"
             )
             if failed:
@@ -438,12 +458,15 @@ class Publisher:
         log.info("producing through a new Kafka producer after: %s", err.str())
 
     def _poll(self, timeout: float) -> None:
+        _poll_all(self._serving(), timeout)
+
+    def _serving(self) -> list[Producer]:
+        """The producers whose reports are still due, the current one last."""
         for old in list(self._retired):
-            old.poll(0)
             if not len(old):
                 with contextlib.suppress(ValueError):  # the other thread removed it
                     self._retired.remove(old)
-        self._producer.poll(timeout)
+        return [*self._retired, self._producer]
 
     def _flush_all(self, timeout: float) -> int:
         deadline = monotonic() + timeout
@@ -459,19 +482,28 @@ class Publisher:
 
     @staticmethod
     def _serve_reports(ref: weakref.ReferenceType[Publisher], stop: threading.Event) -> None:
-        # A weak reference: a Publisher dropped without close() is collected and this ends.
+        # Holds the Publisher only between polls: one dropped without close() is
+        # freed, and this ends.
         while not stop.is_set():
             pub = ref()
             if pub is None:
                 return
+            producers = pub._serving()
+            del pub
             try:
-                pub._poll(_POLL_INTERVAL)
+                _poll_all(producers, _POLL_INTERVAL)
             except Exception:
                 log.exception("serving delivery reports failed")
                 stop.wait(_POLL_INTERVAL)
-            del pub
+            del producers
 
     # -- lifecycle ----------------------------------------------------------------
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # may run at interpreter exit
+            self._stop.set()
+            if failed := self._kept():
+                log.error("a Publisher was dropped without close(): %s", self._lost_message(failed))
 
     def close(self, timeout: float | None = None) -> None:
         """Flush (raising as :meth:`flush` does) and stop publishing; failed records stay takeable."""
@@ -505,3 +537,10 @@ class Publisher:
             self._shut_down()
         if failed := self._kept():
             log.error("leaving the Publisher on an error: %s", self._lost_message(failed))
+
+
+def _poll_all(producers: list[Producer], timeout: float) -> None:
+    *retired, current = producers
+    for old in retired:
+        old.poll(0)
+    current.poll(timeout)
