@@ -3,7 +3,14 @@
 The streams keep one Redis hash per source partition, holding absolute counts as of
 that partition's last durable commit (so a rewrite after a restart is idempotent)::
 
-    <prefix>streams:accounting:<partition>  ->  {counter: count}
+    <prefix>streams:accounting:<partition>  ->  {counter: count, _lineage, _seq, _resets}
+
+Each write carries the commit it describes: the partition's lineage (the history of
+its state, new when the state starts from nothing) and the commit's number in it. A
+write older than the stored one (a worker that lost the partition but has not noticed
+yet) is refused, so the books never go back. A write from another lineage replaces
+the counts and bumps ``_resets``: the state the old counts described is gone (a
+broker that lost its data), which :attr:`Accounting.resets` reports.
 
 For events the books balance at every commit::
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import redis
 
@@ -35,11 +43,42 @@ def partition_key(settings: Settings, partition: int) -> str:
     return settings.key("streams", "accounting", str(partition))
 
 
-def write(client: redis.Redis, settings: Settings, counts: Mapping[int, Mapping[str, int]]) -> None:
-    """Store each partition's absolute counts."""
+class Stamped(NamedTuple):
+    """A partition's counts as of one commit of one lineage."""
+
+    lineage: str
+    seq: int
+    counts: Mapping[str, int]
+
+
+_WRITE = """
+local lineage = redis.call('HGET', KEYS[1], '_lineage')
+if lineage == ARGV[1] then
+  if tonumber(redis.call('HGET', KEYS[1], '_seq') or '-1') >= tonumber(ARGV[2]) then
+    return 0
+  end
+  redis.call('HSET', KEYS[1], '_seq', ARGV[2], unpack(ARGV, 3))
+  return 1
+end
+local resets = tonumber(redis.call('HGET', KEYS[1], '_resets') or '0')
+if lineage then resets = resets + 1 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], '_lineage', ARGV[1], '_seq', ARGV[2], '_resets', resets, unpack(ARGV, 3))
+return 1
+"""
+
+
+def write(client: redis.Redis, settings: Settings, counts: Mapping[int, Stamped]) -> None:
+    """Store each partition's absolute counts, unless a later commit's are stored."""
+    script = client.register_script(_WRITE)
     with client.pipeline(transaction=False) as pipe:
-        for partition, values in counts.items():
-            pipe.hset(partition_key(settings, partition), mapping=dict(values))
+        for partition, stamped in counts.items():
+            fields = [str(x) for kv in stamped.counts.items() for x in kv]
+            script(
+                keys=[partition_key(settings, partition)],
+                args=[stamped.lineage, stamped.seq, *fields],
+                client=pipe,
+            )
         pipe.execute()
 
 
@@ -49,6 +88,7 @@ class Accounting:
 
     totals: dict[str, int] = field(default_factory=dict)
     partitions: int = 0
+    resets: int = 0  # times a partition's state was found gone (see the module docstring)
 
     def get(self, name: str) -> int:
         return self.totals.get(name, 0)
@@ -79,7 +119,9 @@ def read(settings: Settings) -> Accounting:
         accounting = Accounting(partitions=len(keys))
         for key in keys:
             values: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
+            accounting.resets += int(values.get(b"_resets", 0))
             for name, value in values.items():
                 counter = name.decode()
-                accounting.totals[counter] = accounting.totals.get(counter, 0) + int(value)
+                if not counter.startswith("_"):
+                    accounting.totals[counter] = accounting.totals.get(counter, 0) + int(value)
     return accounting

@@ -18,6 +18,10 @@ FEATURE_ROWS = Counter(
 AUTO_PAUSES = Counter(
     "loopline_streams_auto_pauses", "Auto-pause commands sent by the data-health monitor."
 )
+BATCH_FAILURES = Counter(
+    "loopline_streams_batch_failures",
+    "Batches undone and read again because something raised before their commit.",
+)
 HEALTH = Gauge("loopline_streams_health_window", "Last closed health window.", ["measure"])
 BREACHES = Gauge("loopline_streams_health_breaches", "Breaches in the last closed health window.")
 

@@ -7,11 +7,12 @@ back exactly what it may have emitted since its last commit.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from loopline.errors import BrokerUnavailable
 from loopline.kafka import consumer_config, producer_config
@@ -19,18 +20,82 @@ from loopline.settings import Settings
 from streams.partition import Deadletter
 
 SOURCE_PARTITION = "loopline.source_partition"
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Every record stays under Apache Kafka's default max.message.bytes (1 MB); a record the
+# broker would refuse fails in the producer instead.
+MAX_MESSAGE_BYTES = 1_000_000
+# A deadletter keeps at most this much of the original bytes (the rest is counted).
+DEADLETTER_MAX_VALUE = 256 * 1024
 
 
-def deadletter_headers(d: Deadletter, settings: Settings) -> list[tuple[str, bytes]]:
-    return [
+def deadletter_record(
+    d: Deadletter, settings: Settings
+) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """The deadletter's value (the original bytes, cut to a bound) and its headers."""
+    headers = [
         ("reason", d.reason.value.encode()),
-        ("detail", d.detail.encode()[:1000]),
+        ("detail", d.detail.encode(errors="replace")[:1000]),
         ("source_topic", settings.topic(d.topic).encode()),
         ("source_partition", str(d.partition).encode()),
         ("source_offset", str(d.offset).encode()),
         (SOURCE_PARTITION, str(d.partition).encode()),
     ]
+    value = d.value
+    if value is not None and len(value) > DEADLETTER_MAX_VALUE:
+        headers.append(("truncated_from", str(len(value)).encode()))
+        value = value[:DEADLETTER_MAX_VALUE]
+    return value, headers
+
+
+def log_start(settings: Settings, topic: str, partition: int, timeout: float = 30.0) -> int:
+    """The first offset ``topic``/``partition`` holds now."""
+    consumer = Consumer(
+        consumer_config(settings, group_id=f"{settings.topic_prefix}streams-readback")
+    )
+    try:
+        tp = TopicPartition(topic, partition)
+        low, _ = consumer.get_watermark_offsets(tp, timeout=timeout)
+        return int(low)
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"no offsets for {topic}/{partition}: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def record_at(
+    settings: Settings, topic: str, partition: int, offset: int, timeout: float = 10.0
+) -> tuple[bytes | None, bytes | None] | None:
+    """The key and value at ``offset``, or None if the log does not hold it.
+
+    Asked of the log itself rather than of its watermarks, which some brokers report
+    wrong. Raises :class:`BrokerUnavailable` if the broker does not say within ``timeout``.
+    """
+    config = consumer_config(settings, group_id=f"{settings.topic_prefix}streams-readback")
+    config.update({"auto.offset.reset": "error", "enable.partition.eof": True})
+    consumer = Consumer(config)
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() in (
+                    KafkaError._PARTITION_EOF,
+                    KafkaError.OFFSET_OUT_OF_RANGE,
+                    KafkaError._AUTO_OFFSET_RESET,
+                ):
+                    return None
+                continue
+            found = msg.offset()
+            if found == offset:
+                return msg.key(), msg.value()
+            if found is not None and found > offset:
+                return None
+        raise BrokerUnavailable(f"{topic}/{partition} did not answer for offset {offset}")
+    finally:
+        consumer.close()
 
 
 class Sink:

@@ -4,7 +4,9 @@ State lives in a changelog-backed table (``MutableMapping[bytes, bytes]``), keye
 ``<partition>|<kind>|<id>``:
 
 - ``e|<event_id>``: an event waiting for its label (its features as served), or the
-  marker of a resolved event, kept one horizon longer so duplicates are recognised;
+  marker of a resolved event, kept until the event is too old to be accepted again
+  (``validation.max_age_seconds`` past its time, at least one horizon after it
+  resolved), so a re-published event is always recognised as a duplicate;
 - ``l|<event_id>``: a label that overtook its event (see :meth:`PartitionState.tick`);
 - ``f|<entity_id>``: the entity's feature state;
 - ``commit``: the commit record: source offsets applied, output positions, the
@@ -16,12 +18,20 @@ one message, so after a crash the table holds exactly the state of some commit (
 listed keys are re-applied on restore). Outputs acknowledged after that commit are
 found again by reading the output partitions from the recorded positions
 (:meth:`PartitionState.suppress`), so a replayed record never emits twice.
+
+A batch that fails before its commit is durable is undone in memory
+(:meth:`PartitionState.rollback`): the table returns to the last commit and the
+worker reads again from the commit's offsets. Offsets are applied strictly in order
+from a known start (:meth:`PartitionState.start`), so a record can be neither skipped
+nor applied twice, whatever the consumer delivers.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
+import uuid
+import zlib
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +48,9 @@ from streams.health import HealthMonitor
 from streams.records import RecordDecoder
 
 ORPHAN_GRACE = 5.0
+# A commit record stays well under Kafka's default 1 MB ``max.message.bytes``: a batch
+# whose changes grow past this is committed early (see ``Runtime.process``).
+COMMIT_RECORD_BUDGET = 512 * 1024
 log = logging.getLogger("loopline.streams")
 EVENTS, LABELS = "events", "labels"
 
@@ -63,10 +76,23 @@ class Batch:
     deadletters: list[Deadletter] = field(default_factory=list)
     changes: dict[bytes, bytes | None] = field(default_factory=dict)
     entities: set[str] = field(default_factory=set)
+    undo: dict[bytes, bytes | None] = field(default_factory=dict)  # values as of the commit
+    size: int = 0  # approximate bytes of the commit record's changes
 
 
 def _epoch(ts: datetime) -> float:
     return ts.timestamp()
+
+
+def fingerprint(key: bytes | None, value: bytes | None) -> int:
+    """Tells one record from another at the same offset (a log that was replaced)."""
+    return zlib.crc32(value or b"", zlib.crc32(key or b""))
+
+
+def _forget_at(marker: dict[str, Any]) -> float:
+    """When a resolved event's marker may go (markers written before ``u`` kept ``at``)."""
+    until = marker.get("u")
+    return float(until) if until is not None else float(marker["at"])
 
 
 class PartitionState:
@@ -86,6 +112,10 @@ class PartitionState:
         self._decoder = RecordDecoder(spec)
         self._entity_spec = EntityFeatureSpec(spec)
         self._horizon = spec.label.horizon_seconds
+        self._dedup_seconds = spec.validation.max_age_seconds
+        # A label is late only past the horizon plus the clock skew the spec tolerates,
+        # so a labeller whose clock runs ahead does not turn real labels into defaults.
+        self._late_after = self._horizon + spec.validation.max_future_seconds
         self._prefix = f"{partition}|".encode()
         self.applied: dict[str, int] = {EVENTS: -1, LABELS: -1}
         self.outputs: dict[str, int] = {}
@@ -99,6 +129,11 @@ class PartitionState:
         self.emitted_examples: set[str] = set()
         self.emitted_deadletters: set[tuple[str, int]] = set()
         self._gaps: set[str] = set()
+        self._behind: set[str] = set()
+        self._started: set[str] = set()
+        self.tips: dict[str, int] = {}  # fingerprint of the last applied record per topic
+        self.lineage = uuid.uuid4().hex  # replaced by the commit's, if there is one
+        self.seq = 0  # the number of the last commit in this lineage
         self._restore()
 
     # -- keys and state -------------------------------------------------------------
@@ -112,11 +147,29 @@ class PartitionState:
 
     def _put(self, key: bytes, value: dict[str, Any] | None) -> None:
         raw = None if value is None else orjson.dumps(value)
+        batch = self.batch
+        if key not in batch.undo:
+            batch.undo[key] = self.table.get(key)
         if raw is None:
             self.table.pop(key, None)
         else:
             self.table[key] = raw
-        self.batch.changes[key] = raw
+        previous = batch.changes.get(key)
+        batch.size += len(key) + len(raw or b"") - len(previous or b"")
+        batch.changes[key] = raw
+
+    def rollback(self) -> None:
+        """Return the table to the last commit: the batch is dropped, nothing of it kept.
+
+        The partition's in-memory indexes are not rebuilt here; drop this object and
+        build a new one from the table (as on assignment).
+        """
+        for key, raw in self.batch.undo.items():
+            if raw is None:
+                self.table.pop(key, None)
+            else:
+                self.table[key] = raw
+        self.batch = Batch()
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
@@ -127,6 +180,9 @@ class PartitionState:
             self.applied.update(commit["applied"])
             self.outputs = commit["outputs"]
             self.counts = commit["counts"]
+            self.lineage = commit.get("lineage", self.lineage)
+            self.seq = commit.get("seq", 0)
+            self.tips = commit.get("tips", {})
             for key, value in commit["changes"].items():
                 raw = None if value is None else value.encode()
                 if raw is None:
@@ -145,14 +201,57 @@ class PartitionState:
                 if value["s"] == "w":
                     heapq.heappush(self._due, (value["ts"] + self._horizon, ident))
                 else:
-                    heapq.heappush(self._gc, (value["at"] + self._horizon, ident))
+                    heapq.heappush(self._gc, (_forget_at(value), ident))
             elif kind == b"l":
                 self._orphans[ident] = (value["ts"], value["at"])
 
-    def take_gaps(self) -> set[str]:
-        """Topics on which a record ahead of a gap was skipped since the last call."""
+    def start(self, topic: str, low: int) -> int:
+        """Fix where ``topic`` resumes given where its log starts now; the offset to read.
+
+        With a commit, that is the offset after the last applied; without, the log's
+        start. A log that starts past that offset lost records to retention before
+        they were read: they are counted and logged, and reading resumes at its start.
+        """
+        applied = self.applied[topic]
+        if applied < 0:
+            self.applied[topic] = low - 1
+        elif low > applied + 1:
+            self._count(f"{topic}_lost_to_retention", low - applied - 1)
+            log.error(
+                "partition %d: %s offsets %d to %d were deleted before they were read "
+                "(retention); reading from %d",
+                self.partition,
+                topic,
+                applied + 1,
+                low - 1,
+                low,
+            )
+            self.applied[topic] = low - 1
+        self._started.add(topic)
+        return self.applied[topic] + 1
+
+    def reset(self, topic: str, low: int) -> int:
+        """The log no longer holds what was applied (recreated, or a broker that lost its
+        data): count it, log it and read the new log from its start."""
+        self._count(f"{topic}_log_resets")
+        log.error(
+            "partition %d: %s no longer holds offset %d that was applied: the topic was "
+            "recreated or the broker lost its data; reading it from its start, %d",
+            self.partition,
+            topic,
+            self.applied[topic],
+            low,
+        )
+        self.applied[topic] = low - 1
+        self.tips.pop(topic, None)
+        return low
+
+    def take_gaps(self) -> tuple[set[str], set[str]]:
+        """Topics on which a record was skipped since the last call: one ahead of a gap
+        (seek back to the next needed), one already applied (a replay, or a log reset)."""
         gaps, self._gaps = self._gaps, set()
-        return gaps
+        behind, self._behind = self._behind, set()
+        return gaps, behind
 
     def suppress(self, examples: set[str], deadletters: set[tuple[str, int]]) -> None:
         """Outputs already acknowledged past the commit's positions: do not emit them again."""
@@ -207,16 +306,20 @@ class PartitionState:
 
     # -- records --------------------------------------------------------------------
 
-    def _next(self, topic: str, offset: int) -> bool:
+    def _next(self, topic: str, offset: int, key: bytes | None, raw: bytes | None) -> bool:
         """Whether ``offset`` is the next record to apply (then it counts as applied).
 
         Records already applied (a replay after a crash or a rebalance) are skipped, and
         so is a record ahead of a gap (faust may hand over a prefetched record first):
         the gap is reported by :meth:`take_gaps` so the worker seeks back to it.
         """
+        if topic not in self._started:
+            raise RuntimeError(f"partition {self.partition}: {topic} read before start()")
         applied = self.applied[topic]
-        if offset <= applied or (applied >= 0 and offset != applied + 1):
-            if offset > applied and topic not in self._gaps:
+        if offset != applied + 1:
+            if offset <= applied:
+                self._behind.add(topic)
+            elif topic not in self._gaps:
                 self._gaps.add(topic)
                 log.warning(
                     "partition %d: %s offset %d is ahead of %d; seeking back",
@@ -227,10 +330,11 @@ class PartitionState:
                 )
             return False
         self.applied[topic] = offset
+        self.tips[topic] = fingerprint(key, raw)
         return True
 
     def on_event(self, offset: int, key: bytes | None, raw: bytes | None, now: datetime) -> None:
-        if not self._next(EVENTS, offset):
+        if not self._next(EVENTS, offset, key, raw):
             return
         self._count("events")
         try:
@@ -262,7 +366,7 @@ class PartitionState:
             self._resolve_label(event.event_id, record, orphan, now)
 
     def on_label(self, offset: int, key: bytes | None, raw: bytes | None, now: datetime) -> None:
-        if not self._next(LABELS, offset):
+        if not self._next(LABELS, offset, key, raw):
             return
         self._count("labels")
         try:
@@ -294,14 +398,13 @@ class PartitionState:
     def _resolve_label(
         self, event_id: str, record: dict[str, Any], held: dict[str, Any], now: datetime
     ) -> None:
-        if record["s"] == "w" and held["ts"] > record["ts"] + self._horizon:
+        if record["s"] == "w" and held["ts"] > record["ts"] + self._late_after:
             self._expire(event_id, record, now)
             record = self._get(self._key("e", event_id)) or record
         if record["s"] == "w":
             label_ts = datetime.fromtimestamp(held["ts"], UTC)
             self._emit(event_id, record, held["v"], True, label_ts)
-            self._put(self._key("e", event_id), {"s": "l", "at": now.timestamp()})
-            heapq.heappush(self._gc, (now.timestamp() + self._horizon, event_id))
+            self._resolved(event_id, "l", record["ts"], now)
             self._count("pending", -1)
             self._count("labels_joined")
             entity = self.entity(record["en"])
@@ -322,8 +425,13 @@ class PartitionState:
             self._emit(event_id, record, float(label.default), False, None)
         else:
             self._count("dropped")
-        self._put(self._key("e", event_id), {"s": "h", "at": now.timestamp()})
-        heapq.heappush(self._gc, (now.timestamp() + self._horizon, event_id))
+        self._resolved(event_id, "h", record["ts"], now)
+
+    def _resolved(self, event_id: str, how: str, ts: float, now: datetime) -> None:
+        """Replace a waiting event by the marker that recognises it again."""
+        until = max(ts + self._dedup_seconds, now.timestamp() + self._horizon)
+        self._put(self._key("e", event_id), {"s": how, "u": until})
+        heapq.heappush(self._gc, (until, event_id))
 
     def tick(self, now: datetime) -> None:
         """Apply the label horizon, forget old markers, give up on orphan labels."""
@@ -336,7 +444,7 @@ class PartitionState:
         while self._gc and self._gc[0][0] < t:
             _, event_id = heapq.heappop(self._gc)
             record = self._get(self._key("e", event_id))
-            if record is not None and record["s"] != "w" and record["at"] + self._horizon < t:
+            if record is not None and record["s"] != "w" and _forget_at(record) < t:
                 self._put(self._key("e", event_id), None)
         # A waiting label gives up once events read on this partition are well past its
         # time (a backlog of events may be read after the labels), or after a horizon.
@@ -369,20 +477,32 @@ class PartitionState:
     def commit_record(
         self, outputs: dict[str, int]
     ) -> tuple[bytes, bytes, list[tuple[bytes, bytes | None]]]:
-        """The commit message and the keys to write after it; resets the batch."""
+        """The commit message and the keys to write after it.
+
+        The batch stays open (and can be rolled back) until :meth:`committed`.
+        """
         self.outputs.update(outputs)
+        ckey = self._key("commit", "last")
+        if ckey not in self.batch.undo:
+            self.batch.undo[ckey] = self.table.get(ckey)
         changes = self.batch.changes
         record = {
+            "lineage": self.lineage,
+            "seq": self.seq + 1,
+            "tips": self.tips,
             "applied": self.applied,
             "outputs": self.outputs,
             "counts": self.counts,
             "changes": {k.decode(): None if v is None else v.decode() for k, v in changes.items()},
         }
-        ckey = self._key("commit", "last")
         raw = orjson.dumps(record)
         self.table[ckey] = raw
-        self.batch = Batch()
         return ckey, raw, list(changes.items())
+
+    def committed(self) -> None:
+        """The commit record and its keys are durable: start the next batch."""
+        self.seq += 1
+        self.batch = Batch()
 
     @property
     def dirty(self) -> bool:

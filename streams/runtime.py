@@ -2,26 +2,30 @@
 
 Per batch: process records per partition, apply the label horizon, then commit
 (outputs acknowledged, then the partition's commit record and state changes, see
-:mod:`streams.partition`), then publish accounting, metrics and online features.
+:mod:`streams.partition`), then hand accounting, metrics and online features to the
+background. Faust does not commit the source offsets (the source topics are not
+acked); the worker commits them itself, after the outputs are durable and before the
+commit record, through the consumer group, so the broker refuses the commit of a
+worker that lost the partition and that worker writes nothing more for it.
+
+Whatever raises in a batch, the batch is undone (:meth:`PartitionState.rollback`),
+the partition is read again from its last commit, and the worker keeps running,
+retrying with backoff and reporting itself degraded meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from datetime import datetime
 from typing import Any
 
-import redis
-
 from feature_repo.online import OnlineFeatures
-from loopline import accounting
+from loopline.accounting import Stamped
 from loopline.contracts import CommandKind, FeatureValue, utcnow
 from loopline.control import make_command, send
-from loopline.heartbeat import Heartbeat
 from loopline.settings import Settings
 from loopline.spec import Spec
 from streams import metrics
@@ -29,19 +33,30 @@ from streams.health import HealthMonitor
 from streams.outputs import (
     SOURCE_PARTITION,
     Sink,
-    deadletter_headers,
+    deadletter_record,
     emitted_deadletters,
     emitted_examples,
+    log_start,
     read_back,
+    record_at,
 )
-from streams.partition import EVENTS, LABELS, PartitionState
+from streams.partition import COMMIT_RECORD_BUDGET, EVENTS, LABELS, PartitionState, fingerprint
+from streams.reporting import Reporter
 
 log = logging.getLogger("loopline.streams")
 
 FEATURE_FLUSH_ROWS = 5000
 FEATURE_FLUSH_SECONDS = 0.25
+RETRY_MAX_SECONDS = 30.0
 Record = tuple[str, int, int, bytes | None, bytes | None]  # topic, partition, offset, key, value
 Seek = Callable[[str, int, int], Awaitable[None]]  # topic, partition, next offset
+# Commits source offsets through the consumer group; raises if this member lost them.
+CommitOffsets = Callable[[Mapping[tuple[str, int], int]], Awaitable[None]]
+Owned = Callable[[], set[int] | None]  # partitions held now; None: no group (tests)
+
+
+class Fenced(Exception):
+    """This worker no longer owns a partition it was about to commit."""
 
 
 class Runtime:
@@ -54,26 +69,32 @@ class Runtime:
         table: MutableMapping[bytes, bytes],
         changelog: str,
         seek: Seek,
+        commit_offsets: CommitOffsets | None = None,
+        owned: Owned | None = None,
     ) -> None:
         self.settings = settings
         self.spec = spec
         self.table = table
         self.changelog = changelog
         self._seek = seek
+        self._commit_offsets = commit_offsets
+        self._owned = owned or (lambda: None)
         self.topics = {settings.topic(EVENTS): EVENTS, settings.topic(LABELS): LABELS}
         self.topics_by_name = {name: topic for topic, name in self.topics.items()}
         self.examples_topic = settings.topic("examples")
         self.deadletter_topic = settings.topic("deadletter")
         self.health = HealthMonitor(spec, time.time())
-        self._heartbeat: Heartbeat | None = None
         self.partitions: dict[int, PartitionState] = {}
         self.lock = asyncio.Lock()
+        self.reporter = Reporter(settings)
         self._sink: Sink | None = None
         self._online: OnlineFeatures | None = None
-        self._redis: redis.Redis | None = None
         self._rows: dict[str, tuple[str, dict[str, FeatureValue], datetime]] = {}
         self._flushed_at = time.monotonic()
         self._writing: asyncio.Future[None] | None = None
+        self._beat_at = float("-inf")
+        self.failures = 0  # consecutive failed batches
+        self.last_error: str | None = None
 
     @property
     def sink(self) -> Sink:
@@ -87,12 +108,6 @@ class Runtime:
             self._online = OnlineFeatures(self.settings, self.spec)
         return self._online
 
-    @property
-    def redis(self) -> redis.Redis:
-        if self._redis is None:
-            self._redis = redis.Redis.from_url(self.settings.redis_url)
-        return self._redis
-
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
@@ -102,6 +117,7 @@ class Runtime:
         return partition % self.sink.partitions(topic)
 
     async def partition(self, p: int) -> PartitionState:
+        """The partition's state, built from its last commit and positioned there."""
         state = self.partitions.get(p)
         if state is None:
             state = PartitionState(p, self.spec, self.table, self.health)
@@ -124,57 +140,134 @@ class Runtime:
             state.suppress(
                 emitted_examples(examples), emitted_deadletters(deadletters, self.settings)
             )
+            for name, topic in self.topics_by_name.items():
+                low = await self._run(log_start, self.settings, topic, p)
+                await self._seek(topic, p, state.start(name, low))
             self.partitions[p] = state
             log.info(
-                "partition %d ready: %d outputs found past its last commit",
+                "partition %d ready at events %d, labels %d: %d outputs found past its last commit",
                 p,
+                state.applied[EVENTS] + 1,
+                state.applied[LABELS] + 1,
                 len(examples) + len(deadletters),
             )
         return state
 
-    async def _heal_gaps(self, states: Iterable[PartitionState]) -> None:
-        """Seek back where a partition saw a record ahead of the next one it needs."""
+    async def _heal(self, states: Iterable[PartitionState]) -> None:
+        """Seek back where a partition saw a record ahead of the next one it needs, and
+        check the log where it saw one behind (the log may have been reset)."""
         for state in states:
-            for name in state.take_gaps():
+            gaps, behind = state.take_gaps()
+            for name in gaps:
                 await self._seek(
                     self.topics_by_name[name], state.partition, state.applied[name] + 1
                 )
+            for name in behind:
+                await self._check_log(state, name)
+
+    async def _check_log(self, state: PartitionState, name: str) -> None:
+        """A record already applied came again: a replay, or a log that was replaced.
+
+        The log still holds the last applied record unless it was recreated or the broker
+        lost its data; then the partition reads the new log from its start.
+        """
+        tip = state.tips.get(name)
+        if tip is None:
+            return
+        topic, p = self.topics_by_name[name], state.partition
+        found = await self._run(record_at, self.settings, topic, p, state.applied[name])
+        if found is None or fingerprint(*found) != tip:
+            low = await self._run(log_start, self.settings, topic, p)
+            await self._seek(topic, p, state.reset(name, low))
 
     async def revoke(self, partitions: Iterable[int]) -> None:
         async with self.lock:
             for p in partitions:
-                self.partitions.pop(p, None)
+                state = self.partitions.pop(p, None)
+                if state is not None:
+                    state.rollback()
+
+    def _drop(self, states: Iterable[PartitionState]) -> None:
+        """Undo the open batch of each and forget it: it is rebuilt from its last commit."""
+        for state in states:
+            state.rollback()
+            if self.partitions.get(state.partition) is state:
+                del self.partitions[state.partition]
 
     # -- processing -----------------------------------------------------------------
 
     async def process(self, records: Iterable[Record]) -> None:
-        async with self.lock:
-            now = utcnow()
-            touched: dict[int, PartitionState] = {}
-            for topic, p, offset, key, value in records:
-                state = touched.get(p) or await self.partition(p)
-                touched[p] = state
-                if self.topics.get(topic) == EVENTS:
-                    state.on_event(offset, key, value, now)
-                else:
-                    state.on_label(offset, key, value, now)
-            for state in touched.values():
-                state.tick(now)
-            # Committed before faust acks the batch, so its offsets never pass durable state.
-            await self._commit([s for s in touched.values() if s.dirty])
-            await self._heal_gaps(touched.values())
+        """Process one batch; never raises (a failed batch is undone and read again)."""
+        touched: dict[int, PartitionState] = {}
+        try:
+            async with self.lock:
+                owned = self._owned()
+                now = utcnow()
+                for topic, p, offset, key, value in records:
+                    if owned is not None and p not in owned:
+                        continue  # revoked meanwhile: its new owner reads it
+                    state = touched.get(p) or await self.partition(p)
+                    touched[p] = state
+                    if self.topics.get(topic) == EVENTS:
+                        state.on_event(offset, key, value, now)
+                    else:
+                        state.on_label(offset, key, value, now)
+                    if state.batch.size > COMMIT_RECORD_BUDGET:
+                        await self._commit([state])
+                for state in touched.values():
+                    state.tick(now)
+                await self._commit([s for s in touched.values() if s.dirty])
+                await self._heal(touched.values())
+        except Exception as exc:
+            await self._failed("batch", exc, touched.values())
+        else:
+            self._succeeded()
 
     async def tick(self, assigned: Iterable[int] = ()) -> None:
         """Take up newly assigned partitions, apply the horizon on quiet ones, close health
-        windows, flush features."""
+        windows, flush features. Never raises."""
+        states: list[PartitionState] = []
+        try:
+            async with self.lock:
+                for p in assigned:
+                    await self.partition(p)
+                now = utcnow()
+                states = list(self.partitions.values())
+                for state in states:
+                    state.tick(now)
+                await self._commit([s for s in states if s.dirty])
+                self._flush_features(force=True)
+        except Exception as exc:
+            await self._failed("tick", exc, states)
+        else:
+            self._succeeded()
+        self._report()
+
+    async def _failed(self, what: str, exc: Exception, states: Iterable[PartitionState]) -> None:
         async with self.lock:
-            for p in assigned:
-                await self.partition(p)
-            now = utcnow()
-            for state in self.partitions.values():
-                state.tick(now)
-            await self._commit([s for s in self.partitions.values() if s.dirty])
-            self._flush_features(force=True)
+            self._drop(states)
+        self.failures += 1
+        self.last_error = f"{what} failed: {type(exc).__name__}: {exc}"
+        metrics.BATCH_FAILURES.inc()
+        wait = min(RETRY_MAX_SECONDS, 0.5 * 2 ** min(self.failures - 1, 6))
+        if isinstance(exc, Fenced):
+            log.warning("%s; its partitions are read again from their last commit", exc)
+        else:
+            log.error(
+                "%s (%d in a row); undone, read again from the last commit in %.1fs",
+                self.last_error,
+                self.failures,
+                wait,
+                exc_info=exc,
+            )
+        self._report()
+        await asyncio.sleep(wait)
+
+    def _succeeded(self) -> None:
+        if self.failures:
+            log.info("processing recovered after %d failed attempts", self.failures)
+        self.failures = 0
+        self.last_error = None
 
     async def _commit(self, states: list[PartitionState]) -> None:
         if not states:
@@ -197,16 +290,11 @@ class Runtime:
                 )
             dl_part = self._out(self.deadletter_topic, p)
             for i, d in enumerate(batch.deadletters):
+                dl_value, headers = deadletter_record(d, self.settings)
                 last = i == len(batch.deadletters) - 1
-                sink.produce(
-                    self.deadletter_topic,
-                    dl_part,
-                    d.key,
-                    d.value,
-                    deadletter_headers(d, self.settings),
-                    track=last,
-                )
+                sink.produce(self.deadletter_topic, dl_part, d.key, dl_value, headers, track=last)
         ends = await self._run(sink.flush)
+        await self._fence(states)
         for state in states:
             p = state.partition
             positions = {}
@@ -225,11 +313,35 @@ class Runtime:
             for state_key, state_value in changes:
                 sink.produce(self.changelog, p, state_key, state_value)
         await self._run(sink.flush)
-        counts = {s.partition: s.counts for s in states}
-        accounting.write(self.redis, self.settings, counts)
-        metrics.record_counts(counts)
+        for state in states:
+            state.committed()
+            self.reporter.counts(
+                state.partition, Stamped(state.lineage, state.seq, dict(state.counts))
+            )
+        metrics.record_counts({s.partition: s.counts for s in states})
         self._flush_features()
         await self._watch_health()
+
+    async def _fence(self, states: list[PartitionState]) -> None:
+        """Commit the source offsets through the group: refused if this worker lost them."""
+        owned = self._owned()
+        lost = [s.partition for s in states if owned is not None and s.partition not in owned]
+        if lost:
+            raise Fenced(f"partitions {lost} were revoked before their commit")
+        if self._commit_offsets is None:
+            return
+        offsets = {
+            (self.topics_by_name[name], s.partition): s.applied[name] + 1
+            for s in states
+            for name in (EVENTS, LABELS)
+            if s.applied[name] >= 0
+        }
+        try:
+            await self._commit_offsets(offsets)
+        except Exception as exc:
+            if type(exc).__name__ in ("CommitFailedError", "IllegalStateError"):
+                raise Fenced(f"the group refused the offsets of {sorted(offsets)}: {exc}") from exc
+            raise
 
     def _flush_features(self, force: bool = False) -> None:
         """Write the coalesced rows in the background, one write at a time.
@@ -258,8 +370,7 @@ class Runtime:
     async def _watch_health(self) -> None:
         evidence = self.health.tick(time.time())
         metrics.record_health(self.health.last)
-        if self._heartbeat is None or self._heartbeat.due():  # no executor hop per batch
-            await self._run(self._beat)
+        self._report()
         if evidence is None or not self.spec.health.auto_pause:
             return
         evidence["partitions"] = sorted(self.partitions)
@@ -275,26 +386,32 @@ class Runtime:
         metrics.AUTO_PAUSES.inc()
         log.warning("auto-pause sent (%s): %s", command.command_id, command.reason)
 
-    def _beat(self) -> None:
-        if self._heartbeat is None:
-            name = f"streams.{os.uname().nodename}-{os.getpid()}"
-            self._heartbeat = Heartbeat(self.settings, name)
-        self._heartbeat.beat(
+    def _report(self) -> None:
+        """The heartbeat, at most once a second: degraded while batches fail."""
+        if time.monotonic() - self._beat_at < 1.0:
+            return
+        self._beat_at = time.monotonic()
+        degraded = self.last_error or (
+            f"accounting not written: {self.reporter.failing}" if self.reporter.failing else None
+        )
+        self.reporter.heartbeat(
             {
                 "partitions": sorted(self.partitions),
                 "health": self.health.verdict(),
                 "last_window": self.health.last,
+                "degraded": degraded,
+                "positions": {
+                    str(p): {name: s.applied[name] + 1 for name in (EVENTS, LABELS)}
+                    for p, s in sorted(self.partitions.items())
+                },
             }
         )
 
     def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.close()
+        self.reporter.close()
         if self._rows:
             self._write_features(list(self._rows.values()))
         if self._sink is not None:
             self._sink.close()
         if self._online is not None:
             self._online.close()
-        if self._redis is not None:
-            self._redis.close()

@@ -5,15 +5,22 @@ on the same worker, with partition ``p`` of the ``state`` table (changelog-backe
 restored by faust on assignment). Workers of one deployment form one consumer group
 and share the partitions. The records' bytes reach :class:`~streams.runtime.Runtime`
 untouched, so a bad record can be deadlettered as it arrived.
+
+The source topics are not acked: faust would ack a batch in a ``finally`` whatever
+raised and commit past durable state. The runtime commits the offsets itself, through
+the same consumer, once the batch's outputs are durable (see :mod:`streams.runtime`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 from faust.types import TP
 
 from loopline.settings import Settings
@@ -25,6 +32,7 @@ BATCH_MAX = 5000
 BATCH_WITHIN = 0.5
 TICK_SECONDS = 0.5
 MAX_FETCH_BYTES = 64 * 1024 * 1024
+COMMIT_TIMEOUT_SECONDS = 15.0
 
 
 def app_id(settings: Settings) -> str:
@@ -61,16 +69,41 @@ def build_app(settings: Settings) -> faust.App:
         value_type=bytes,
         key_serializer="raw",
         value_serializer="raw",
+        acks=False,
     )
     table = app.Table("state", key_type=bytes, value_type=bytes, partitions=settings.partitions)
 
     async def seek(topic: str, partition: int, offset: int) -> None:
         await app.consumer.seek(TP(topic, partition), offset)
 
-    runtime = Runtime(settings, spec, table.data, table.changelog_topic.get_topic_name(), seek)
+    async def commit_offsets(offsets: Mapping[tuple[str, int], int]) -> None:
+        thread: Any = app.consumer._thread  # type: ignore[attr-defined]
+
+        async def commit() -> None:
+            consumer = thread._ensure_consumer()
+            await consumer.commit(
+                {TopicPartition(t, p): OffsetAndMetadata(o, "") for (t, p), o in offsets.items()}
+            )
+
+        await asyncio.wait_for(thread.call_thread(commit), COMMIT_TIMEOUT_SECONDS)
+
+    def owned() -> set[int]:
+        events = settings.topic("events")
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == events}
+
+    runtime = Runtime(
+        settings,
+        spec,
+        table.data,
+        table.changelog_topic.get_topic_name(),
+        seek,
+        commit_offsets=commit_offsets,
+        owned=owned,
+    )
 
     @app.agent(source)
     async def pipeline(stream: Any) -> AsyncIterator[None]:
+        # ``process`` never raises: a failed batch is undone and read again.
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
             await runtime.process(
                 (m.topic, m.partition, m.offset, m.key, m.value)
@@ -100,7 +133,8 @@ def build_app(settings: Settings) -> faust.App:
         held = {tp.partition for tp in assigned if tp.topic == events}
         await runtime.revoke([p for p in list(runtime.partitions) if p not in held])
 
-    def on_shutdown(sender: Any, **_: Any) -> None:
+    async def on_shutdown(sender: Any, **_: Any) -> None:
+        await runtime.reporter.drain(2.0)
         runtime.close()
 
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ import pytest
 from loopline.errors import Reason
 from loopline.spec import DEFAULT_SPEC, Spec, load_spec
 from streams.health import HealthMonitor
-from streams.partition import ORPHAN_GRACE, PartitionState
+from streams.partition import ORPHAN_GRACE, PartitionState, fingerprint
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 GOOD = {"price": 12.5, "hour": 9, "device": "mobile"}
@@ -51,10 +51,8 @@ class Feed:
         self.spec = spec
         self.table: dict[bytes, bytes] = {} if table is None else table
         self.state = PartitionState(0, spec, self.table, HealthMonitor(spec, NOW.timestamp()))
-        self.offsets = {
-            "events": self.state.applied["events"] + 1,
-            "labels": self.state.applied["labels"] + 1,
-        }
+        # Logs that start at 0 and end far ahead: resume right after the last commit.
+        self.offsets = {topic: self.state.start(topic, 0) for topic in ("events", "labels")}
 
     def event(self, record: tuple[bytes, bytes], now: datetime = NOW) -> None:
         self.state.on_event(self.offsets["events"], *record, now)
@@ -123,13 +121,90 @@ def test_the_horizon_applies_the_default_and_a_late_label_is_deadlettered(spec: 
     assert feed.state.counts["labels_late"] == 1 and feed.balanced()
 
 
+def skew(spec: Spec) -> timedelta:
+    return timedelta(seconds=spec.validation.max_future_seconds)
+
+
 def test_a_label_stamped_after_the_horizon_is_late_even_if_it_arrives_first(spec: Spec) -> None:
     feed = Feed(spec)
     feed.event(event("e1"))
-    feed.label(label("e1", 1, ts=NOW + horizon(spec) + timedelta(seconds=1)))
+    late = NOW + horizon(spec) + skew(spec) + timedelta(seconds=1)
+    feed.label(label("e1", 1, ts=late), now=NOW + horizon(spec) + timedelta(seconds=2))
     assert orjson.loads(feed.state.batch.examples[0][2])["label_observed"] is False
     assert feed.state.batch.deadletters[0].reason is Reason.EXPIRED_EVENT
     assert feed.balanced()
+
+
+def test_a_labeller_whose_clock_runs_ahead_still_joins_its_labels(spec: Spec) -> None:
+    """Within the clock skew the spec tolerates, the label's stamp does not make it late."""
+    feed = Feed(spec)
+    feed.event(event("e1"))
+    ahead = timedelta(seconds=60)
+    feed.label(label("e1", 1, ts=NOW + horizon(spec) - timedelta(seconds=5) + ahead))
+    (only,) = feed.state.batch.examples
+    assert orjson.loads(only[2])["label_observed"] is True
+    assert not feed.state.batch.deadletters and feed.balanced()
+
+
+def test_a_resolved_event_is_recognised_until_it_is_too_old_to_be_accepted(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.event(event("e1"))
+    feed.label(label("e1", 1))
+    later = NOW + 10 * horizon(spec)  # long after the old one-horizon marker would have gone
+    feed.state.tick(later)
+    feed.event(event("e1"), now=later)
+    assert feed.state.counts["duplicates"] == 1 and len(feed.state.batch.examples) == 1
+    gone = NOW + timedelta(seconds=spec.validation.max_age_seconds + 1)
+    feed.state.tick(gone)
+    feed.event(event("e1"), now=gone)  # now too old for validation: deadlettered, not learned
+    assert feed.state.batch.deadletters[-1].reason is Reason.TOO_OLD
+    assert len(feed.state.batch.examples) == 1 and feed.balanced()
+
+
+def test_a_rolled_back_batch_leaves_the_table_as_of_the_last_commit(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.event(event("e1"))
+    feed.state.commit_record({})
+    feed.state.committed()
+    committed = dict(feed.table)
+    feed.event(event("e2"))
+    feed.label(label("e1", 1))
+    feed.state.feature_rows()
+    feed.state.commit_record({})
+    assert feed.table != committed
+    feed.state.rollback()
+    assert feed.table == committed
+    again = PartitionState(0, spec, feed.table, HealthMonitor(spec, NOW.timestamp()))
+    assert again.start("events", 0) == 1 and again.start("labels", 0) == 0
+
+
+def test_the_start_resumes_after_the_commit_and_reports_a_log_that_lost_records(
+    spec: Spec,
+) -> None:
+    feed = Feed(spec)
+    for i in range(3):
+        feed.event(event(f"e{i}"))
+    feed.state.commit_record({})
+    feed.state.committed()
+    again = PartitionState(0, spec, feed.table, HealthMonitor(spec, NOW.timestamp()))
+    assert again.start("events", 0) == 3  # the log as committed
+    assert again.tips["events"] == fingerprint(*event("e2"))
+    retained = PartitionState(0, spec, feed.table, HealthMonitor(spec, NOW.timestamp()))
+    assert retained.start("events", 7) == 7
+    assert retained.counts["events_lost_to_retention"] == 4
+    emptied = PartitionState(0, spec, feed.table, HealthMonitor(spec, NOW.timestamp()))
+    emptied.start("events", 0)
+    assert emptied.reset("events", 0) == 0  # a broker that restarted empty
+    assert emptied.counts["events_log_resets"] == 1 and "events" not in emptied.tips
+
+
+def test_offsets_apply_strictly_in_order(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.event(event("e0"))
+    feed.state.on_event(5, *event("e5"), NOW)  # ahead of a gap: skipped, reported
+    feed.state.on_event(0, *event("e0"), NOW)  # already applied: skipped, reported
+    assert feed.state.take_gaps() == ({"events"}, {"events"})
+    assert feed.state.counts["events"] == 1 and feed.state.applied["events"] == 0
 
 
 def test_on_missing_drop_drops_and_counts(tmp_path: Path) -> None:
