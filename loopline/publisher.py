@@ -36,6 +36,8 @@ Delivery reports are served by a background thread, the dedicated poll loop
 librdkafka recommends, so failures surface within a fraction of a second even when
 the app is idle, and the publishing path never polls. ``on_error`` runs on that
 thread (or inside ``flush``): keep it short and do not call the Publisher from it.
+After records timed out, or the broker fenced the producer, the next record goes
+through a new Kafka producer (a new idempotent producer id), so resends can succeed.
 """
 
 from __future__ import annotations
