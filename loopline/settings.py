@@ -116,9 +116,9 @@ class Settings(BaseSettings):
         description="LOOPLINE_METRICS_PORT: Prometheus port of a worker (0: none).",
     )
     trainer_lease_seconds: float = Field(
-        10.0,
+        15.0,
         gt=0,
-        description="LOOPLINE_TRAINER_LEASE_SECONDS: TTL of a trainer's lease on its model version; a trainer restarted after a crash waits up to this long for it.",
+        description="LOOPLINE_TRAINER_LEASE_SECONDS: TTL of a trainer's lease on its model version, renewed every third of it; a trainer restarted after a crash waits up to this long for it, and one that cannot renew it within this long stops.",
     )
     log_level: str = Field("INFO", description="LOOPLINE_LOG_LEVEL: logging level.")
 

@@ -48,7 +48,9 @@ def crash_then_finish(
     settings: Settings, spec_path: Path, log: Path, kill_past: tuple[int, ...]
 ) -> str:
     """Kill the trainer as soon as it has checkpointed past each of ``kill_past``; restart,
-    let it finish, scrape its Prometheus metrics and stop it with SIGTERM."""
+    let it finish, scrape its Prometheus metrics and stop it with SIGTERM. Each restart
+    waits for the killed trainer's lease to lapse (a short TTL here)."""
+    settings = settings.replace(trainer_lease_seconds=2.0)
     name = load_spec(spec_path).name
     kills = []
     for past in kill_past:

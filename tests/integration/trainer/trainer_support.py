@@ -49,7 +49,8 @@ def spec_file(tmp_path: Path, base: Path = DEFAULT_SPEC, **changes: Any) -> Path
             if isinstance(value, bool)
             else repr(value)
         )
-        pattern = re.compile(rf"(\[{section}\][^\[]*?^){key} = [^\n]*$", re.M | re.S)
+        # Within the section: the lines up to the next header (values may hold "[").
+        pattern = re.compile(rf"(^\[{section}\]\n(?:(?!\[)[^\n]*\n)*?){key} = [^\n]*$", re.M)
         text, count = pattern.subn(rf"\g<1>{key} = {rendered}", text)
         if not count:
             text = text.replace(f"[{section}]\n", f"[{section}]\n{key} = {rendered}\n", 1)
