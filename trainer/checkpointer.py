@@ -22,6 +22,7 @@ from confluent_kafka import Producer
 from loopline.checkpoints import CheckpointStore
 from loopline.contracts import CheckpointManifest, utcnow
 from loopline.errors import CheckpointError
+from loopline.lease import Holder
 from loopline.redis_client import redis_client
 from loopline.settings import Settings
 from loopline.spec import Spec
@@ -132,8 +133,10 @@ class Checkpointer:
         offsets: dict[int, int],
         parent: CheckpointManifest | None,
         lineage: str,
+        writer: Holder | None = None,
     ) -> CheckpointManifest:
-        """Write a signed checkpoint of the learner at ``offsets`` (next offset per partition)."""
+        """Write a signed checkpoint of the learner at ``offsets`` (next offset per partition);
+        ``writer``, the lease it was written under, is recorded in the trainer state."""
         if parent is not None:
             for partition, offset in parent.offsets.items():
                 if offsets.get(partition, -1) < offset:
@@ -175,6 +178,8 @@ class Checkpointer:
             "counts": counts.as_dict(),
             "recent": learner.recent.state(),
         }
+        if writer is not None:
+            state["writer"] = {"token": writer.token, "host": writer.host, "pid": writer.pid}
         save_state(self.settings.checkpoint_dir, checkpoint_id, state, self._key)
         return self.store.save(manifest, learner.model)
 

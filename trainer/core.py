@@ -197,7 +197,9 @@ class Trainer:
             return None
         if not self.lease.confirm():
             return None
-        manifest = self.checkpointer.save(self.learner, self.position, self.parent, self.lineage)
+        manifest = self.checkpointer.save(
+            self.learner, self.position, self.parent, self.lineage, self.lease.holder
+        )
         if not self.lease.held:  # paused while writing, past the TTL: is it still ours?
             try:
                 self.lease.confirm()

@@ -34,6 +34,7 @@ from tests.integration.trainer.trainer_support import (
 )
 from tests.unit.trainer.trainer_data import make_examples
 from trainer.main import LEASE_EXIT_STATUS
+from trainer.state import load_state
 
 TTL = 2.0
 TOTAL = 24_000
@@ -214,6 +215,12 @@ def test_a_trainer_paused_past_its_lease_is_taken_over_and_writes_nothing_after(
     assert taken_over == before
     assert set(ids[: len(before)]) == before
     assert {m.lineage for m in line} == {line[0].lineage}
+    key = lease_settings.signing_key.get_secret_value().encode()
+    writers = {
+        i: (load_state(lease_settings.checkpoint_dir, i, key) or {})["writer"]["pid"] for i in ids
+    }
+    assert {i for i, pid in writers.items() if pid == first.pid} == before
+    assert {i for i, pid in writers.items() if pid == second.pid} == set(ids) - before
     _, model = store.load(ids[-1])
     expected = [
         ex.event_id
