@@ -102,6 +102,24 @@ class Accounting:
     def labels_balance(self) -> int:
         return self.get("labels") - sum(self.get(n) for n in LABEL_OUTCOMES)
 
+    def problems(self, published_events: int | None = None) -> list[str]:
+        """What makes the books untrustworthy, beyond their balance: logs that were
+        replaced or lost records before they were read, and more read than published."""
+        found = []
+        if self.resets:
+            found.append(f"the streams' state was lost {self.resets} time(s) (broker data lost?)")
+        for topic in ("events", "labels"):
+            if n := self.get(f"{topic}_log_resets"):
+                found.append(f"{topic}: the log was replaced under the workers {n} time(s)")
+            if n := self.get(f"{topic}_lost_to_retention"):
+                found.append(f"{topic}: {n} records deleted by retention before they were read")
+        if published_events is not None and self.get("events") > published_events:
+            found.append(
+                f"{self.get('events')} events read but the log holds {published_events}: "
+                "it was recreated or the broker lost its data"
+            )
+        return found
+
     @property
     def rejected(self) -> dict[str, int]:
         """Deadlettered records by ``topic.reason``."""

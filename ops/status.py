@@ -163,6 +163,8 @@ def _accounting(settings: Settings) -> dict[str, Any]:
         "labels_published": published.get("labels", 0),
         "labels_read": books.get("labels"),
         "balanced": books.events_balance == 0 and books.labels_balance == 0,
+        "unread": published.get("events", 0) - books.get("events"),
+        "problems": books.problems(published.get("events", 0)),
         "rejected": dict(books.rejected),
     }
 
@@ -193,6 +195,7 @@ def _workers(workers: list[heartbeat.WorkerStatus] | dict[str, str]) -> Any:
             "name": w.name,
             "last_beat_seconds": round(w.age(), 1),
             "stale": w.age() >= heartbeat.STALE_SECONDS,
+            "degraded": w.state.get("degraded"),
         }
         for w in workers
     ]

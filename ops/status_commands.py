@@ -134,8 +134,16 @@ def _render_status(r: dict[str, Any]) -> None:
     if "error" in a:
         _rows("accounting", a)
     else:
-        rows = {k: v for k, v in a.items() if k not in ("rejected", "balanced")}
-        rows["books"] = "balance" if a["balanced"] else Text("do not balance", "red")
+        rows = {k: v for k, v in a.items() if k not in ("rejected", "balanced", "problems")}
+        problems = a.get("problems") or []
+        if not a["balanced"]:
+            rows["books"] = Text("do not balance", "red")
+        elif problems:
+            rows["books"] = Text("; ".join(problems), "red")
+        elif a.get("unread", 0) > 0:
+            rows["books"] = f"balance for what was read ({a['unread']} events not yet read)"
+        else:
+            rows["books"] = "balance"
         _rows("accounting (events)", rows)
     h = r["data_health"]
     checks = ", ".join(f"{b.get('check')} {b.get('value')}" for b in h.get("breaches", []))
@@ -150,6 +158,7 @@ def _render_status(r: dict[str, Any]) -> None:
                 w["name"]: Text.assemble(
                     f"last beat {w['last_beat_seconds']:.0f}s ago",
                     (" (stale)", "red") if w["stale"] else "",
+                    (f" degraded: {w['degraded']}", "red") if w.get("degraded") else "",
                 )
                 for w in workers
             }

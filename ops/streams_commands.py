@@ -37,10 +37,17 @@ def show_accounting(ctx: typer.Context) -> None:
         table.add_row(f"rejected {reason}", str(count))
     console.print(table)
     balanced = books.events_balance == 0 and books.labels_balance == 0
-    console.print(
-        "books balance"
-        if balanced
-        else f"[red]books do not balance[/red]: events {books.events_balance:+d}, labels {books.labels_balance:+d}"
-    )
+    problems = books.problems(published.get("events", 0))
+    unread = published.get("events", 0) - books.get("events")
     if not balanced:
+        console.print(
+            f"[red]books do not balance[/red]: events {books.events_balance:+d}, labels {books.labels_balance:+d}"
+        )
+    elif unread > 0:
+        console.print(f"books balance for what was read; {unread} events not yet read")
+    else:
+        console.print("books balance")
+    for problem in problems:
+        console.print(f"[red]{problem}[/red]")
+    if not balanced or problems:
         raise typer.Exit(1)
