@@ -19,6 +19,7 @@ import redis
 
 from loopline import accounting
 from loopline.heartbeat import Heartbeat
+from loopline.redis_client import redis_client
 from loopline.settings import Settings
 
 log = logging.getLogger("loopline.streams")
@@ -41,11 +42,7 @@ class Reporter:
 
     def _redis(self) -> redis.Redis:
         if self._client is None:
-            self._client = redis.Redis.from_url(
-                self.settings.redis_url,
-                socket_timeout=REDIS_TIMEOUT_SECONDS,
-                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            )
+            self._client = redis_client(self.settings, timeout=REDIS_TIMEOUT_SECONDS)
         return self._client
 
     def counts(self, partition: int, counts: accounting.Stamped) -> None:
