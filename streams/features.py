@@ -24,6 +24,12 @@ class EntityFeatureSpec:
     def __init__(self, spec: Spec) -> None:
         self.features: dict[str, EntityFeature] = dict(spec.entity.features)
         self.names = tuple(self.features)
+        # Past this much event time after its latest change, an entity's windows are all
+        # empty: its state can go (a returning entity starts afresh, as a new one).
+        self.keep_seconds = max(
+            (float(f.window_seconds) for f in self.features.values() if f.window_seconds),
+            default=0.0,
+        )
 
     def new(self) -> EntityState:
         return EntityState(self, {})

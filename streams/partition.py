@@ -8,7 +8,9 @@ State lives in a changelog-backed table (``MutableMapping[bytes, bytes]``), keye
   (``validation.max_age_seconds`` past its time, at least one horizon after it
   resolved), so a re-published event is always recognised as a duplicate;
 - ``l|<event_id>``: a label that overtook its event (see :meth:`PartitionState.tick`);
-- ``f|<entity_id>``: the entity's feature state;
+- ``f|<entity_id>``: the entity's feature state, dropped once its longest window and a
+  label horizon have passed in event time without a change (state stays bounded by
+  the entities active recently, not by every entity ever seen);
 - ``commit``: the commit record: source offsets applied, output positions, the
   accounting counts, and every key the last batch changed (a write-ahead record).
 
@@ -125,6 +127,8 @@ class PartitionState:
         self._due: list[tuple[float, str]] = []  # (deadline, event_id) of waiting events
         self._gc: list[tuple[float, str]] = []  # (forget_at, event_id) of resolved markers
         self._orphans: dict[str, tuple[float, float]] = {}  # event_id: (label ts, arrival)
+        self._idle: list[tuple[float, str]] = []  # (evict_at, entity_id), checked lazily
+        self._keep = self._entity_spec.keep_seconds + self._horizon
         self._event_time = 0.0  # the latest event time read on this partition
         self.emitted_examples: set[str] = set()
         self.emitted_deadletters: set[tuple[str, int]] = set()
@@ -204,6 +208,8 @@ class PartitionState:
                     heapq.heappush(self._gc, (_forget_at(value), ident))
             elif kind == b"l":
                 self._orphans[ident] = (value["ts"], value["at"])
+            elif kind == b"f":
+                heapq.heappush(self._idle, (float(value.get("t", 0.0)) + self._keep, ident))
 
     def start(self, topic: str, low: int) -> int:
         """Fix where ``topic`` resumes given where its log starts now; the offset to read.
@@ -434,8 +440,10 @@ class PartitionState:
         heapq.heappush(self._gc, (until, event_id))
 
     def tick(self, now: datetime) -> None:
-        """Apply the label horizon, forget old markers, give up on orphan labels."""
+        """Apply the label horizon, forget old markers and idle entities, give up on orphan
+        labels."""
         t = now.timestamp()
+        self._evict_idle()
         while self._due and self._due[0][0] < t:
             _, event_id = heapq.heappop(self._due)
             record = self._get(self._key("e", event_id))
@@ -472,7 +480,22 @@ class PartitionState:
             state = self.entity(entity_id)
             self._put(self._key("f", entity_id), state.data)
             rows.append((entity_id, state.values(), state.as_of))
+            heapq.heappush(self._idle, (float(state.data.get("t", 0.0)) + self._keep, entity_id))
         return rows
+
+    def _evict_idle(self) -> None:
+        """Drop the state of entities idle past every window (by this partition's event time)."""
+        while self._idle and self._idle[0][0] < self._event_time:
+            _, entity_id = heapq.heappop(self._idle)
+            if entity_id in self.batch.entities:
+                continue  # touched in this batch: re-queued at its commit
+            key = self._key("f", entity_id)
+            data = self._get(key)
+            if data is None or float(data.get("t", 0.0)) + self._keep >= self._event_time:
+                continue  # gone already, or changed since it was queued
+            self._entities.pop(entity_id, None)
+            self._put(key, None)
+            self._count("entities_evicted")
 
     def commit_record(
         self, outputs: dict[str, int]

@@ -293,3 +293,20 @@ def test_a_record_ahead_of_a_gap_waits_for_the_gap(spec: Spec) -> None:
     feed.state.on_event(5, *event("e5"), NOW)  # prefetched ahead of a seek
     feed.state.on_event(1, *event("e2"), NOW)
     assert feed.state.applied["events"] == 1 and feed.state.counts["events"] == 2
+
+
+def test_entities_idle_past_every_window_are_dropped_from_state(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.event(event("e1", entity="old"))
+    feed.state.feature_rows()
+    feed.state.commit_record({})
+    feed.state.committed()
+    assert any(k.endswith(b"|f|old") for k in feed.table)
+    keep = feed.state._entity_spec.keep_seconds + spec.label.horizon_seconds
+    later = NOW + timedelta(seconds=keep + 60)
+    feed.event(event("e2", entity="new", ts=later), now=later)
+    feed.state.feature_rows()
+    feed.state.tick(later)
+    assert not any(k.endswith(b"|f|old") for k in feed.table)
+    assert any(k.endswith(b"|f|new") for k in feed.table)
+    assert feed.state.counts["entities_evicted"] == 1 and feed.balanced()
