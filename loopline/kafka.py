@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from loopline.errors import BrokerUnavailable
 from loopline.settings import TOPICS, Settings
@@ -25,8 +30,77 @@ KAFKA_LOGGER = logging.getLogger("loopline.kafka")
 CONSUMER_GROUP_TIMINGS = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 
 
-# The control log is the source of truth for pauses and anomalous windows: keep it all.
-TOPIC_CONFIGS = {"control": {"retention.ms": "-1"}}
+#: Largest record a Loopline producer sends. Apache Kafka's default ``max.message.bytes``
+#: is 1048588: the margin leaves room for a batch's framing (librdkafka fills a batch up
+#: to this size), so a full batch of small records is never refused by the broker,
+#: while a single record over it fails in the producer (MSG_SIZE_TOO_LARGE).
+MAX_MESSAGE_BYTES = 1_000_000
+#: ``max.message.bytes`` of every topic Loopline creates: Apache Kafka's default, stated
+#: so that a broker whose default differs still takes what the producers send.
+TOPIC_MAX_MESSAGE_BYTES = 1_048_588
+
+_HOUR_MS, _DAY_MS = 3_600_000, 86_400_000
+
+
+def _retention_days(settings: Settings, name: str) -> float | None:
+    """The retention of a topic in days; None: kept forever."""
+    days: dict[str, float | None] = {
+        "events": settings.events_retention_days,
+        "labels": settings.labels_retention_days,
+        "examples": settings.examples_retention_days,
+        "deadletter": settings.deadletter_retention_days,
+        "predictions": settings.predictions_retention_days,
+        "checkpoints": settings.checkpoints_retention_days,
+        # The control log is the source of truth for pauses and anomalous windows.
+        "control": None,
+    }
+    return days[name]
+
+
+def segment_ms(retention_ms: int) -> int:
+    """A segment length for a topic deleted by age.
+
+    The broker deletes whole closed segments, so a record lives up to retention plus
+    one segment: a seventh of the retention bounds that overshoot, within an hour and
+    a day so that long retentions do not hold thousands of segment files open.
+
+    >>> segment_ms(7 * 86_400_000) == 86_400_000
+    True
+    >>> segment_ms(60_000)
+    3600000
+    """
+    return min(_DAY_MS, max(_HOUR_MS, retention_ms // 7))
+
+
+def topic_config(settings: Settings, name: str) -> dict[str, str]:
+    """The configuration Loopline gives one of its topics when it creates it.
+
+    >>> topic_config(Settings(), "control")["retention.ms"]
+    '-1'
+    >>> topic_config(Settings(), "events")["retention.ms"]
+    '604800000'
+    """
+    config = {"max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES), "cleanup.policy": "delete"}
+    days = _retention_days(settings, name)
+    if days is None:
+        return config | {
+            "retention.ms": "-1",
+            "retention.bytes": "-1",
+            "segment.ms": str(7 * _DAY_MS),
+        }
+    retention = round(days * _DAY_MS)
+    return config | {"retention.ms": str(retention), "segment.ms": str(segment_ms(retention))}
+
+
+def changelog_topic_config() -> dict[str, str]:
+    """The configuration of a state changelog (faust's ``extra_topic_configs``): compacted,
+    so it keeps the latest value of every key and restores in time bounded by the state."""
+    return {
+        "cleanup.policy": "compact",
+        "max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES),
+        # Only closed segments are compacted: a short one keeps restores short.
+        "segment.ms": str(6 * _HOUR_MS),
+    }
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -39,6 +113,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "queue.buffering.max.messages": settings.publish_buffer_messages,
         "message.timeout.ms": timeout_ms,
         "socket.connection.setup.timeout.ms": min(timeout_ms, 10_000),
+        "message.max.bytes": MAX_MESSAGE_BYTES,
         "logger": KAFKA_LOGGER,
         **overrides,
     }
@@ -105,11 +180,19 @@ def create_topics(
     names: tuple[str, ...] = TOPICS,
     timeout: float = 15.0,
 ) -> dict[str, str]:
-    """Create Loopline's topics; idempotent. Returns ``{topic: "created" | "exists"}``."""
+    """Create Loopline's topics with :func:`topic_config`; idempotent. Returns
+    ``{topic: "created" | "exists"}``.
+
+    A topic that exists is left as it is; where its configuration differs from what
+    Loopline would give it, a warning names the key and both values (an operator may
+    have chosen otherwise; a topic created without it may keep records for too short).
+    """
     partitions = partitions or settings.partitions
     client = admin(settings.kafka_bootstrap)
+    configs = {settings.topic(n): topic_config(settings, n) for n in names}
     wanted = [
-        NewTopic(settings.topic(n), num_partitions=partitions, replication_factor=1) for n in names
+        NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config)
+        for topic, config in configs.items()
     ]
     try:
         futures = client.create_topics(wanted, operation_timeout=timeout, request_timeout=timeout)
@@ -133,7 +216,56 @@ def create_topics(
             raise BrokerUnavailable(
                 f"broker {settings.kafka_bootstrap} did not answer within {timeout}s"
             ) from None
+    existing = {t: configs[t] for t, state in result.items() if state == "exists"}
+    if existing:
+        _warn_on_drift(client, existing, timeout)
     return result
+
+
+def topic_configs(
+    client: AdminClient, topics: list[str], timeout: float = 15.0
+) -> dict[str, dict[str, str]]:
+    """The configuration the broker describes for each topic (DescribeConfigs)."""
+    resources = [ConfigResource(ResourceType.TOPIC, t) for t in topics]
+    futures = client.describe_configs(resources, request_timeout=timeout)
+    described: dict[str, dict[str, str]] = {}
+    for resource, future in futures.items():
+        entries = future.result(timeout=timeout)
+        described[resource.name] = {k: str(e.value) for k, e in entries.items()}
+    return described
+
+
+def config_drift(wanted: Mapping[str, str], found: Mapping[str, str]) -> dict[str, str | None]:
+    """The keys of ``wanted`` whose value the broker describes otherwise: ``{key: found}``.
+
+    >>> config_drift({"retention.ms": "-1", "segment.ms": "1"}, {"retention.ms": "604800000", "segment.ms": "1"})
+    {'retention.ms': '604800000'}
+    """
+    return {k: found.get(k) for k, v in wanted.items() if found.get(k) != v}
+
+
+def _warn_on_drift(client: AdminClient, wanted: dict[str, dict[str, str]], timeout: float) -> None:
+    try:
+        described = topic_configs(client, list(wanted), timeout)
+    except (KafkaException, TimeoutError) as exc:
+        # A broker that does not describe configs (or an account not allowed to) still
+        # has its topics: there is only nothing to compare.
+        KAFKA_LOGGER.warning("cannot compare the configuration of existing topics: %s", exc)
+        return
+    for topic, config in wanted.items():
+        for key, found in config_drift(config, described.get(topic, {})).items():
+            KAFKA_LOGGER.warning(
+                "topic %s exists with %s=%s; Loopline creates it with %s=%s "
+                "(kafka-configs --alter --entity-type topics --entity-name %s --add-config %s=%s)",
+                topic,
+                key,
+                found,
+                key,
+                config[key],
+                topic,
+                key,
+                config[key],
+            )
 
 
 def wait_for_broker(bootstrap: str, timeout: float = 10.0) -> None:

@@ -121,6 +121,41 @@ class Settings(BaseSettings):
         description="LOOPLINE_TRAINER_LEASE_SECONDS: TTL of a trainer's lease on its model version, renewed every third of it; a trainer restarted after a crash waits up to this long for it, and one that cannot renew it within this long stops.",
     )
     log_level: str = Field("INFO", description="LOOPLINE_LOG_LEVEL: logging level.")
+    events_retention_days: float = Field(
+        7.0,
+        gt=0,
+        description="LOOPLINE_EVENTS_RETENTION_DAYS: retention.ms of the events topic Loopline creates; streams must read an event within it.",
+    )
+    labels_retention_days: float = Field(
+        7.0,
+        gt=0,
+        description="LOOPLINE_LABELS_RETENTION_DAYS: retention.ms of the labels topic Loopline creates.",
+    )
+    examples_retention_days: float = Field(
+        30.0,
+        gt=0,
+        description="LOOPLINE_EXAMPLES_RETENTION_DAYS: retention.ms of the examples topic; a trainer rewinding to a checkpoint replays from it, so keep it past the oldest checkpoint kept.",
+    )
+    deadletter_retention_days: float = Field(
+        14.0,
+        gt=0,
+        description="LOOPLINE_DEADLETTER_RETENTION_DAYS: retention.ms of the deadletter topic: how long operators have to look at rejected records.",
+    )
+    predictions_retention_days: float = Field(
+        7.0,
+        gt=0,
+        description="LOOPLINE_PREDICTIONS_RETENTION_DAYS: retention.ms of the predictions topic.",
+    )
+    checkpoints_retention_days: float = Field(
+        30.0,
+        gt=0,
+        description="LOOPLINE_CHECKPOINTS_RETENTION_DAYS: retention.ms of the checkpoints topic (manifests; the blobs live in the checkpoint store).",
+    )
+    control_applied_days: float = Field(
+        30.0,
+        gt=0,
+        description="LOOPLINE_CONTROL_APPLIED_DAYS: how long the record that a serving Command was applied is kept, so it is never applied twice; keep it past the broker's offsets.retention.minutes.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
