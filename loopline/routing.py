@@ -8,11 +8,18 @@ Keys, in the deployment's namespace (``settings.key``)::
     pin              the checkpoint operators pinned: automatic pushes hold off
     served           checkpoints serving now or kept to roll back to (trainer retention keeps them)
     champions        the last ROLLBACK_DEPTH former champions, newest first (rollback targets)
-    verdict:<id>     a checkpoint's qualification verdict, reasons and manifest (JSON)
+    verdict:<id>     a checkpoint's qualification verdict, reasons and manifest (JSON); the
+                     pusher deletes it once the checkpoint left the checkpoint store
     log              the latest routing changes, newest first (JSON lines, capped)
-    control_applied  ids of the ``control`` Commands applied, each added in the transaction
-                     that applied it: a Command is applied once, and never lost
-    rolled_back      checkpoints a rollback took out of serving
+    control_applied  ids of the ``control`` Commands applied (sorted set, scored by when),
+                     each added in the transaction that applied it: a Command is applied
+                     once, and never lost; ids older than ``control_applied_days`` are
+                     trimmed as new ones are added
+    rolled_back      checkpoints a rollback took out of serving, kept while they are
+                     former champions or served (nothing else reads them)
+
+Every key is bounded: by a cap, a trim in the transaction that adds to it, or the
+checkpoint store (verdicts).
 
 Writers change ``routing`` and ``ramp`` in one optimistic transaction
 (:meth:`RoutingStore.update`), so the pusher and an operator never overwrite each other,
@@ -49,6 +56,15 @@ from loopline.settings import Settings
 log = logging.getLogger(__name__)
 
 _LOG_LENGTH = 200
+#: Turns a ``control_applied`` set written by an earlier release into the sorted set,
+#: atomically (every member dated now); nothing to do for a sorted set or no key.
+_APPLIED_TO_SORTED = """
+if redis.call('type', KEYS[1]).ok ~= 'set' then return 0 end
+local members = redis.call('smembers', KEYS[1])
+redis.call('del', KEYS[1])
+for i = 1, #members do redis.call('zadd', KEYS[1], ARGV[1], members[i]) end
+return #members
+"""
 #: Former champions kept as rollback targets (and protected from the trainer's pruning).
 ROLLBACK_DEPTH = 10
 _SCALE = 2**64
@@ -348,6 +364,8 @@ class RoutingStore:
         self.applied_key = settings.key("control_applied")
         self.rolled_back_key = settings.key("rolled_back")
         self._verdict_prefix = settings.key("verdict", "")
+        self._applied_seconds = settings.control_applied_days * 86_400
+        self._applied_sorted = False
 
     def close(self) -> None:
         self.client.close()
@@ -389,6 +407,12 @@ class RoutingStore:
         """The latest changes, newest first; an entry that is not a JSON object reads as
         ``{}`` (readers skip an entry without ``at`` and can count it)."""
         return [_object_or_empty(e) for e in self.client.lrange(self.log_key, 0, count - 1)]
+
+    def verdict_ids(self) -> set[str]:
+        """Every checkpoint with a verdict in Redis."""
+        cut = len(self._verdict_prefix)
+        keys = self.client.scan_iter(match=self._verdict_prefix + "*", count=1000)
+        return {k.decode()[cut:] for k in keys}
 
     def verdict(self, checkpoint_id: str) -> dict[str, Any] | None:
         """The verdict on a checkpoint; None if there is none or it is unreadable (so the
@@ -435,22 +459,25 @@ class RoutingStore:
             self.served_key,
             self.champions_key,
             self.pin_key,
+            self.rolled_back_key,
         ]
         if command_id is not None:
             watched.append(self.applied_key)
+            self._sorted_applied()
         for attempt in range(UPDATE_ATTEMPTS):
             if attempt:
                 _backoff(attempt)
             with self.client.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(*watched)
-                    if command_id is not None and pipe.sismember(self.applied_key, command_id):
+                    if command_id is not None and self._was_applied(pipe, command_id):
                         pipe.unwatch()
                         raise AlreadyApplied(f"command {command_id} was applied before")
                     raw_table, raw_ramp = pipe.mget([self.routing_key, self.ramp_key])
                     served = {m.decode() for m in pipe.smembers(self.served_key)}
                     former = [c.decode() for c in pipe.lrange(self.champions_key, 0, -1)]
                     pinned = pipe.get(self.pin_key)
+                    retired = {m.decode() for m in pipe.smembers(self.rolled_back_key)}
                     table = (
                         RoutingTable() if raw_table is None else RoutingTable.from_json(raw_table)
                     )
@@ -478,6 +505,10 @@ class RoutingStore:
                             pipe.srem(self.served_key, *(served - keep))
                         if retire_champion and table.champion not in (None, new_table.champion):
                             pipe.sadd(self.rolled_back_key, table.champion)
+                        # A retired checkpoint matters while it could be picked again.
+                        forgotten = retired - keep - set(former[:ROLLBACK_DEPTH])
+                        if forgotten:
+                            pipe.srem(self.rolled_back_key, *forgotten)
                     else:
                         new_table = table
                     if new_ramp is not None:
@@ -486,7 +517,7 @@ class RoutingStore:
                         pipe.set(self.pin_key, set_pin)
                         pipe.sadd(self.served_key, set_pin)
                     if command_id is not None:
-                        pipe.sadd(self.applied_key, command_id)
+                        self._mark_applied(pipe, command_id)
                     if result is not None:
                         entry = {
                             "at": now,
@@ -516,6 +547,8 @@ class RoutingStore:
             "by": by,
             "action": f"kill switch {'on' if on else 'off'}: {reason}",
         }
+        if command_id is not None:
+            self._sorted_applied()
         for attempt in range(UPDATE_ATTEMPTS):
             if attempt:
                 _backoff(attempt)
@@ -524,11 +557,11 @@ class RoutingStore:
                     # WATCH makes the check and the record one step: a concurrent apply
                     # of the same Command fails the EXEC instead of applying twice.
                     pipe.watch(self.applied_key)
-                    if pipe.sismember(self.applied_key, command_id):
+                    if self._was_applied(pipe, command_id):
                         pipe.unwatch()
                         raise AlreadyApplied(f"command {command_id} was applied before")
                     pipe.multi()
-                    pipe.sadd(self.applied_key, command_id)
+                    self._mark_applied(pipe, command_id)
                 pipe.set(self.kill_key, orjson.dumps(value))
                 pipe.lpush(self.log_key, orjson.dumps(entry))
                 pipe.ltrim(self.log_key, 0, _LOG_LENGTH - 1)
@@ -547,12 +580,34 @@ class RoutingStore:
             self.client.set(self.pin_key, checkpoint_id)
 
     def command_applied(self, command_id: str) -> bool:
-        """Whether a control Command was applied (recorded with its change)."""
-        return bool(self.client.sismember(self.applied_key, command_id))
+        """Whether a control Command was applied (recorded with its change) within
+        ``control_applied_days``."""
+        self._sorted_applied()
+        return self._was_applied(self.client, command_id)
+
+    def _sorted_applied(self) -> None:
+        if not self._applied_sorted:
+            self.client.eval(_APPLIED_TO_SORTED, 1, self.applied_key, utcnow().timestamp())
+            self._applied_sorted = True
+
+    def _was_applied(self, client: Any, command_id: str) -> bool:
+        return client.zscore(self.applied_key, command_id) is not None
+
+    def _mark_applied(self, pipe: Any, command_id: str) -> None:
+        """Record a Command applied and trim the ids past the horizon, in ``pipe``'s
+        transaction."""
+        now = utcnow().timestamp()
+        pipe.zadd(self.applied_key, {command_id: now})
+        pipe.zremrangebyscore(self.applied_key, "-inf", now - self._applied_seconds)
 
     def record_verdict(self, checkpoint_id: str, verdict: dict[str, Any]) -> None:
         raw = orjson.dumps(verdict, option=orjson.OPT_NON_STR_KEYS)
         self.client.set(self._verdict_prefix + checkpoint_id, raw)
+
+    def forget_verdicts(self, checkpoint_ids: set[str]) -> None:
+        """Delete these checkpoints' verdicts (their checkpoints are gone)."""
+        if checkpoint_ids:
+            self.client.delete(*(self._verdict_prefix + cid for cid in checkpoint_ids))
 
 
 def _backoff(attempt: int) -> None:

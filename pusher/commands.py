@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import Counter
 
 from loopline import routing_actions
@@ -52,13 +52,20 @@ class ControlFollower:
         return consumer
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        positions = consumer.committed(partitions, timeout=10)
-        fresh = [p for p in positions if p.offset < 0]
-        for p in fresh:
-            _, p.offset = consumer.get_watermark_offsets(p, timeout=10)
-        if fresh:
-            consumer.commit(offsets=fresh, asynchronous=False)
-            log.info("control: no committed position; following from the end of the log")
+        try:
+            positions = consumer.committed(partitions, timeout=10)
+            fresh = [p for p in positions if p.offset < 0]
+            for p in fresh:
+                _, p.offset = consumer.get_watermark_offsets(p, timeout=10)
+            if fresh:
+                consumer.commit(offsets=fresh, asynchronous=False)
+                log.info("control: no committed position; following from the end of the log")
+        except KafkaException as exc:
+            # An assignment that lands while the consumer closes (a stop right after
+            # the start) has nothing to position.
+            if exc.args[0].code() == KafkaError._DESTROY:
+                return
+            raise
         consumer.assign(positions)
         self.ready.set()
 

@@ -11,7 +11,9 @@ Three consumers:
 - ``control``, in a group of its own: serving Commands (:mod:`pusher.commands`).
 
 A checkpoint waits (only the newest of a lineage) until the holdout slice holds the
-spec's ``min_holdout`` examples. Every ``tick_seconds`` the ramp driver runs.
+spec's ``min_holdout`` examples. Every ``tick_seconds`` the ramp driver runs; every
+``sweep_seconds`` verdicts on checkpoints pruned from the store are deleted
+(:mod:`pusher.retention`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pusher.online import OnlineMetrics
 from pusher.policy import push
 from pusher.qualify import qualify
 from pusher.ramp import RampDriver
+from pusher.retention import VerdictSweeper
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class Pusher:
         holdout_size: int = 5000,
         tail_records: int = 50_000,
         tick_seconds: float = 0.2,
+        sweep_seconds: float = 600.0,
     ) -> None:
         self.settings = settings
         self.spec = spec or settings.load_spec()
@@ -63,6 +67,7 @@ class Pusher:
         self.driver = RampDriver(self.spec, self.routing, self.online)
         self.control = ControlFollower(settings, self.spec.name, self.routing)
         self.heartbeat = Heartbeat(settings, f"pusher.{self.spec.name}", self.routing.client)
+        self.sweeper = VerdictSweeper(self.routing, self.store, self.spec.name, sweep_seconds)
         self._tail_records = tail_records
         self._tick_seconds = tick_seconds
         self._fraction = self.spec.training.holdout_fraction
@@ -116,6 +121,7 @@ class Pusher:
                     if self.driver.tick() is not None:
                         self.ramp_actions.inc()
                     next_tick = time.monotonic() + self._tick_seconds
+                self.sweeper.maybe_sweep()
         finally:
             checkpoints.close()
             tail.close()
