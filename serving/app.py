@@ -157,7 +157,7 @@ def build_service(settings: Settings, spec: Spec | None = None) -> Service:
     heartbeat = Heartbeat(fast, f"serving.{os.uname().nodename}-{settings.serving_port}")
     cache = ModelCache(store, spec.schema_hash, routing.is_qualified)
     follower = RoutingFollower(routing, cache, heartbeat=heartbeat)
-    metrics = ServingMetrics()
+    metrics = ServingMetrics(always=(FALLBACK_VERSION,))
     failures = metrics.delivery_failures.labels(settings.topic("predictions"))
     return Service(
         settings=settings,
@@ -269,7 +269,7 @@ def create_app(service: Service) -> FastAPI:
             body["fallback_reason"] = reason.value
             metrics.fallbacks.labels(reason.value).inc()
         metrics.requests.labels("fallback" if fallback else "ok").inc()
-        metrics.predictions.labels(version, str(fallback).lower()).inc()
+        metrics.predictions.inc(version, fallback)
         metrics.latency.observe(latency)
         return _json(body)
 

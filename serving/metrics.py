@@ -1,11 +1,23 @@
-"""Serving's Prometheus metrics, in a registry of their own (one per app)."""
+"""Serving's Prometheus metrics, in a registry of their own (one per app).
+
+Series labelled by model version follow the routing table: a version that stopped
+serving leaves the metrics (at once for gauges, :data:`RETIRE_AFTER_SECONDS` later for
+the answers counted), so a long-running instance does not keep a series for every
+checkpoint it ever served.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections.abc import Collection, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+#: How long the answers of a version that left the routing table are still exported:
+#: several scrape intervals, so the last ones counted are scraped before the series goes.
+RETIRE_AFTER_SECONDS = 900.0
 
 
 class ServingNow:
@@ -41,19 +53,79 @@ class ServingNow:
         return iter([share, created])
 
 
+class Answers:
+    """``loopline_serving_predictions``: answers by model version and fallback, a counter.
+
+    A version that is not serving (nor one of ``always``) is dropped once
+    :meth:`retire` has seen it out of the table for ``retire_after`` seconds; if it
+    serves again its count starts over, which Prometheus reads as a counter reset. A
+    collector of its own rather than a labelled Counter, for the reason
+    :class:`ServingNow` gives.
+    """
+
+    def __init__(
+        self, always: Collection[str] = (), retire_after: float = RETIRE_AFTER_SECONDS
+    ) -> None:
+        self._always = frozenset(always)
+        self.retire_after = retire_after
+        self._lock = threading.Lock()
+        #: (version, fallback) -> [count, created (epoch seconds)]
+        self._counts: dict[tuple[str, str], list[float]] = {}
+        self._left: dict[str, float] = {}
+
+    def inc(self, version: str, fallback: bool) -> None:
+        key = (version, "true" if fallback else "false")
+        with self._lock:
+            entry = self._counts.get(key)
+            if entry is None:
+                self._counts[key] = [1.0, time.time()]
+            else:
+                entry[0] += 1
+
+    def retire(self, serving: Collection[str], now: float | None = None) -> None:
+        """Note which versions serve now; drop those out of the table long enough."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            versions = {v for v, _ in self._counts}
+            for version in versions:
+                if version in serving or version in self._always:
+                    self._left.pop(version, None)
+                    continue
+                left = self._left.setdefault(version, now)
+                if now - left >= self.retire_after:
+                    del self._left[version]
+                    for key in [k for k in self._counts if k[0] == version]:
+                        del self._counts[key]
+
+    def versions(self) -> set[str]:
+        with self._lock:
+            return {v for v, _ in self._counts}
+
+    def describe(self) -> Iterator[Metric]:
+        return self.collect()
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "loopline_serving_predictions",
+            "Answers by model version (fallback answers included).",
+            labels=["model_version", "fallback"],
+        )
+        with self._lock:
+            for (version, fallback), (count, created) in self._counts.items():
+                family.add_metric([version, fallback], count, created=created)
+        return iter([family])
+
+
 class ServingMetrics:
-    def __init__(self) -> None:
+    def __init__(self, always: Collection[str] = ()) -> None:
+        """``always``: versions whose answers are never retired (the fallback's)."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
             "loopline_serving_requests", "Requests to /predict by outcome.", ["outcome"], registry=r
         )
-        self.predictions = Counter(
-            "loopline_serving_predictions",
-            "Answers by model version (fallback answers included).",
-            ["model_version", "fallback"],
-            registry=r,
-        )
+        self.predictions = Answers(always)
+        r.register(self.predictions)
         self.fallbacks = Counter(
             "loopline_serving_fallbacks", "Fallback answers by reason.", ["reason"], registry=r
         )
@@ -91,5 +163,6 @@ class ServingMetrics:
         )
 
     def serving(self, shares: Mapping[str, float], created: Mapping[str, float]) -> None:
-        """What serves now, for the next scrape."""
+        """What serves now, for the next scrape; versions no longer in it are retired."""
         self.now.shares, self.now.created = dict(shares), dict(created)
+        self.predictions.retire(shares)
