@@ -179,6 +179,14 @@ class Procs(Workers):
     def signal(self, name: str, sig: int) -> None:
         self.procs[name].send_signal(sig)
 
+    def revive(self, *names: str) -> list[str]:
+        """Restart those of ``names`` that exited, as a supervisor (compose's
+        ``restart: unless-stopped``) would; the ones restarted."""
+        exited = [n for n in names if n in self.procs and self.procs[n].poll() is not None]
+        for name in exited:
+            self.restart(name)
+        return exited
+
     def alive(self) -> dict[str, bool]:
         return {name: proc.poll() is None for name, proc in self.procs.items()}
 
@@ -399,13 +407,22 @@ class Ledger:
     def emitted_twice(self) -> int:
         return sum(n - 1 for n in self.example_ids().values() if n > 1)
 
-    def wait(self, published: list[str], timeout: float, quiet: float = 2.0) -> float:
+    def wait(
+        self,
+        published: list[str],
+        timeout: float,
+        quiet: float = 2.0,
+        tick: Callable[[], object] | None = None,
+    ) -> float:
         """Read until every published id is accounted for (then ``quiet`` seconds more, so
-        that late duplicates show) or time ran out; the seconds it took."""
+        that late duplicates show) or time ran out; the seconds it took. ``tick`` runs on
+        every round (a supervisor)."""
         start = time.monotonic()
         deadline = start + timeout
         done_at: float | None = None
         while time.monotonic() < deadline:
+            if tick is not None:
+                tick()
             self.update()
             now = time.monotonic()
             if done_at is None and not self.lost(published):

@@ -49,20 +49,37 @@ def _finish(
     *,
     trainer: bool = False,
     timeout: float = 90,
+    supervise: tuple[str, ...] = (),
 ) -> Figures:
     """Wait for every published event to be accounted (and the trainer to checkpoint up
-    to the end of ``examples``), then count; the books' verdict goes into the notes."""
+    to the end of ``examples``), then count; the books' verdict goes into the notes.
+    Workers in ``supervise`` that exit are restarted, as compose would, and counted."""
+    restarts: list[str] = []
+
+    def supervisor() -> None:
+        restarts.extend(s.procs.revive(*supervise))
+
     traffic.join()
-    s.ledger.wait(traffic.published, timeout)
+    s.ledger.wait(traffic.published, timeout, tick=supervisor)
     recovery = time.monotonic() - fault_over
     model = _model(s) if trainer else None
+    timed_out = None
     if model is not None:
+
+        def covered() -> bool:
+            supervisor()
+            return checkpointed_to_end(s.settings, model, s.ledger)
+
         try:
-            wait_for(lambda: checkpointed_to_end(s.settings, model, s.ledger), 60, "checkpoints")
+            wait_for(covered, 60, "checkpoints up to the end of examples")
         except AssertionError as exc:
             s.ledger.update()
-            traffic.errors.append(str(exc))
+            timed_out = str(exc)
     figures = s.figures(name, traffic.published, recovery, model)
+    if timed_out:
+        figures.notes["checkpoint_timeout"] = timed_out
+    if supervise:
+        figures.notes["restarts"] = restarts
     verdict = accounting_cli(s.settings)
     figures.notes["books_balance"] = verdict.balanced
     figures.notes["false_balance"] = false_balance(verdict, figures.lost)
@@ -147,7 +164,9 @@ def redis_faults(
         signal_server(s.redis, signal.SIGKILL)
         time.sleep(down_s)
         s.redis = restart_redis(s.redis)
-        figures = _finish(s, "redis", traffic, time.monotonic(), trainer=True)
+        figures = _finish(
+            s, "redis", traffic, time.monotonic(), trainer=True, supervise=("trainer",)
+        )
         figures.notes["examples_during_hang"] = during_hang
         return figures
 

@@ -23,6 +23,7 @@ def clean(f: Figures) -> None:
     assert f.notes["workers_down"] == [], str(f.row())
     assert f.notes["false_balance"] == 0, str(f.row())
     assert "publish_errors" not in f.notes, str(f.row())
+    assert "checkpoint_timeout" not in f.notes, str(f.row())
 
 
 def test_streams_worker_killed_repeatedly(settings: Settings, tmp_path: Path) -> None:
@@ -30,6 +31,14 @@ def test_streams_worker_killed_repeatedly(settings: Settings, tmp_path: Path) ->
     assert f.notes["kills"] >= 2, str(f.row())
     clean(f)
     assert f.notes["examples"] == 3000 and f.notes["books_balance"], str(f.row())
+
+
+def test_redis_hung_then_killed(settings: Settings, tmp_path: Path) -> None:
+    f = scenarios.redis_faults(settings, tmp_path, events=2000, hung_s=8.0)
+    clean(f)
+    assert f.notes["examples_during_hang"] > 0, str(f.row())
+    # A trainer may stop when its lease went with Redis; compose restarts it.
+    assert set(f.notes["restarts"]) <= {"trainer"}, str(f.row())
 
 
 def test_broker_unreachable(settings: Settings, tmp_path: Path) -> None:
