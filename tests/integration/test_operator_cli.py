@@ -213,10 +213,10 @@ def test_operator_commands_against_running_workers(loop: Settings) -> None:
 
     # rollback: refused to an unknown checkpoint; otherwise serves the former champion
     eventually(lambda: routing.former_champions(), "a fresher champion to replace the first")
-    version, claims = routing.table().version, routing.client.scard(routing.applied_key)
+    version, claims = routing.table().version, routing.client.zcard(routing.applied_key)
     assert "not qualified" in cli(s, "rollback", "--to", "ck-x", "--reason", "x", code=1).stderr
     assert routing.table().version == version and not commands(s, CommandKind.ROLLBACK)
-    assert routing.client.scard(routing.applied_key) == claims  # no claim left behind
+    assert routing.client.zcard(routing.applied_key) == claims  # no claim left behind
     cli(s, "rollback", "--reason", "numbers look off")
     target = routing.table().champion
     assert target == routing.former_champions()[0] or target in routing.former_champions()
