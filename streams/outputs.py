@@ -27,6 +27,13 @@ MAX_MESSAGE_BYTES = 1_000_000
 DEADLETTER_MAX_VALUE = 256 * 1024
 
 
+_PAST_THE_END = (
+    KafkaError._PARTITION_EOF,
+    KafkaError.OFFSET_OUT_OF_RANGE,
+    KafkaError._AUTO_OFFSET_RESET,
+)
+
+
 def deadletter_record(
     d: Deadletter, settings: Settings
 ) -> tuple[bytes | None, list[tuple[str, bytes]]]:
@@ -62,7 +69,7 @@ def log_start(settings: Settings, topic: str, partition: int, timeout: float = 3
 
 
 def record_at(
-    settings: Settings, topic: str, partition: int, offset: int, timeout: float = 10.0
+    settings: Settings, topic: str, partition: int, offset: int, timeout: float = 5.0
 ) -> tuple[bytes | None, bytes | None] | None:
     """The key and value at ``offset``, or None if the log does not hold it.
 
@@ -81,11 +88,7 @@ def record_at(
                 continue
             err = msg.error()
             if err is not None:
-                if err.code() in (
-                    KafkaError._PARTITION_EOF,
-                    KafkaError.OFFSET_OUT_OF_RANGE,
-                    KafkaError._AUTO_OFFSET_RESET,
-                ):
+                if err.code() in _PAST_THE_END:
                     return None
                 continue
             found = msg.offset()
@@ -93,6 +96,15 @@ def record_at(
                 return msg.key(), msg.value()
             if found is not None and found > offset:
                 return None
+        # Silence: past the log's end on some brokers (others answer out-of-range or
+        # end-of-partition), or a broker that does not answer. The watermark tells which;
+        # a wrong one is only ever too low, and then the record would have been fetched.
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"{topic}/{partition} did not answer: {exc}") from exc
+        if high <= offset:
+            return None
         raise BrokerUnavailable(f"{topic}/{partition} did not answer for offset {offset}")
     finally:
         consumer.close()
@@ -163,6 +175,15 @@ class Sink:
         ends, self._ends = self._ends, {}
         return ends
 
+    def abandon(self, timeout: float) -> int:
+        """Drop what is still queued and wait for what is in flight to land or fail, so
+        nothing of an undone batch reaches the broker after it is read again; the number
+        of records still unresolved after ``timeout``."""
+        self._producer.purge(in_queue=True, in_flight=False)
+        left = int(self._producer.flush(timeout))
+        self._errors, self._ends = [], {}
+        return left
+
     def close(self) -> None:
         self._producer.flush(10)
 
@@ -175,31 +196,36 @@ def read_back(
     start: int | None,
     timeout: float = 30.0,
 ) -> Iterable[Message]:
-    """Records of ``topic``/``partition`` from ``start`` to the current end that ``source`` emitted."""
-    consumer = Consumer(
-        consumer_config(settings, group_id=f"{settings.topic_prefix}streams-readback")
-    )
+    """Records of ``topic``/``partition`` from ``start`` to the current end that ``source`` emitted.
+
+    Read to the end the broker reports while fetching (end-of-partition), not to a
+    watermark asked beforehand, which some brokers report too low.
+    """
+    config = consumer_config(settings, group_id=f"{settings.topic_prefix}streams-readback")
+    config.update({"enable.partition.eof": True, "auto.offset.reset": "error"})
+    consumer = Consumer(config)
+    begin = max(start or 0, 0)
     try:
-        tp = TopicPartition(topic, partition)
-        low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
-        begin = max(low, start or 0)
-        if begin >= high:
-            return []
-        consumer.assign([TopicPartition(topic, partition, begin)])
+        tp = TopicPartition(topic, partition, begin)
+        consumer.assign([tp])
         wanted = str(source).encode()
         found: list[Message] = []
-        position = begin - 1
-        while position < high - 1:
-            batch = consumer.consume(10_000, timeout)
-            if not batch:
-                raise BrokerUnavailable(f"could not read back {topic}/{partition} up to {high}")
-            for msg in batch:
-                if msg.error() is not None:
-                    continue
-                position = max(position, msg.offset() or 0)
-                if _headers(msg).get(SOURCE_PARTITION) == wanted:
-                    found.append(msg)
-        return found
+        heard = False
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            for msg in consumer.consume(10_000, 0.2):
+                heard = True
+                err = msg.error()
+                if err is None:
+                    if _headers(msg).get(SOURCE_PARTITION) == wanted:
+                        found.append(msg)
+                elif err.code() in _PAST_THE_END:
+                    return found
+            if not heard and time.monotonic() - started > 3:
+                _, high = consumer.get_watermark_offsets(tp, timeout=5)
+                if high <= begin:  # past the end of a log that was replaced
+                    return found
+        raise BrokerUnavailable(f"could not read back {topic}/{partition} to its end")
     finally:
         consumer.close()
 

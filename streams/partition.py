@@ -52,7 +52,7 @@ from streams.records import RecordDecoder
 ORPHAN_GRACE = 5.0
 # A commit record stays well under Kafka's default 1 MB ``max.message.bytes``: a batch
 # whose changes grow past this is committed early (see ``Runtime.process``).
-COMMIT_RECORD_BUDGET = 512 * 1024
+COMMIT_RECORD_BUDGET = 448 * 1024
 log = logging.getLogger("loopline.streams")
 EVENTS, LABELS = "events", "labels"
 
@@ -79,7 +79,7 @@ class Batch:
     changes: dict[bytes, bytes | None] = field(default_factory=dict)
     entities: set[str] = field(default_factory=set)
     undo: dict[bytes, bytes | None] = field(default_factory=dict)  # values as of the commit
-    size: int = 0  # approximate bytes of the commit record's changes
+    size: int = 0  # bytes the changes take in the commit record
 
 
 def _epoch(ts: datetime) -> float:
@@ -89,6 +89,14 @@ def _epoch(ts: datetime) -> float:
 def fingerprint(key: bytes | None, value: bytes | None) -> int:
     """Tells one record from another at the same offset (a log that was replaced)."""
     return zlib.crc32(value or b"", zlib.crc32(key or b""))
+
+
+def _wal_size(key: bytes, raw: bytes | None) -> int:
+    """Bytes a change takes in the commit record: both escaped as JSON strings."""
+    size = len(key) + key.count(b'"') + key.count(b"\\") + 6  # quotes, colon, comma
+    if raw is not None:
+        size += len(raw) + raw.count(b'"') + raw.count(b"\\")
+    return size
 
 
 def _forget_at(marker: dict[str, Any]) -> float:
@@ -136,6 +144,9 @@ class PartitionState:
         self._behind: set[str] = set()
         self._started: set[str] = set()
         self.tips: dict[str, int] = {}  # fingerprint of the last applied record per topic
+        # The last commit's keys, re-applied on restore: written again before the next
+        # commit record (same changelog partition, so in order), not carried in it.
+        self.rewrite: dict[bytes, bytes | None] = {}
         self.lineage = uuid.uuid4().hex  # replaced by the commit's, if there is one
         self.seq = 0  # the number of the last commit in this lineage
         self._restore()
@@ -158,8 +169,9 @@ class PartitionState:
             self.table.pop(key, None)
         else:
             self.table[key] = raw
-        previous = batch.changes.get(key)
-        batch.size += len(key) + len(raw or b"") - len(previous or b"")
+        if key in batch.changes:
+            batch.size -= _wal_size(key, batch.changes[key])
+        batch.size += _wal_size(key, raw)
         batch.changes[key] = raw
 
     def rollback(self) -> None:
@@ -193,7 +205,7 @@ class PartitionState:
                     self.table.pop(key.encode(), None)
                 else:
                     self.table[key.encode()] = raw
-                self.batch.changes[key.encode()] = raw
+                self.rewrite[key.encode()] = raw
         skip = len(self._prefix)
         for key in [k for k in self.table if k.startswith(self._prefix)]:
             kind, _, ident_b = key[skip:].partition(b"|")
@@ -359,7 +371,7 @@ class PartitionState:
         ts = _epoch(event.ts)
         self._event_time = max(self._event_time, ts)
         entity.on_event(ts)
-        self.batch.entities.add(event.entity_id)
+        self._touch(event.entity_id, entity)
         record = {"s": "w", "ts": ts, "en": event.entity_id, "f": served, "i": list(imputed)}
         self._put(ekey, record)
         self._count("pending")
@@ -415,7 +427,7 @@ class PartitionState:
             self._count("labels_joined")
             entity = self.entity(record["en"])
             entity.on_label(held["ts"], held["v"])
-            self.batch.entities.add(record["en"])
+            self._touch(record["en"], entity)
         elif record["s"] == "l":
             self._count("labels_duplicates")
         else:
@@ -444,12 +456,12 @@ class PartitionState:
         labels."""
         t = now.timestamp()
         self._evict_idle()
-        while self._due and self._due[0][0] < t:
+        while self._due and self._due[0][0] < t and not self.full:
             _, event_id = heapq.heappop(self._due)
             record = self._get(self._key("e", event_id))
             if record is not None and record["s"] == "w":
                 self._expire(event_id, record, now)
-        while self._gc and self._gc[0][0] < t:
+        while self._gc and self._gc[0][0] < t and not self.full:
             _, event_id = heapq.heappop(self._gc)
             record = self._get(self._key("e", event_id))
             if record is not None and record["s"] != "w" and _forget_at(record) < t:
@@ -458,6 +470,8 @@ class PartitionState:
         # time (a backlog of events may be read after the labels), or after a horizon.
         patience = max(ORPHAN_GRACE, self._horizon)
         for event_id, (label_ts, arrived) in list(self._orphans.items()):
+            if self.full:
+                return  # the rest on the next tick, after this commit
             if label_ts + ORPHAN_GRACE >= self._event_time and arrived + patience >= t:
                 continue
             del self._orphans[event_id]
@@ -473,19 +487,23 @@ class PartitionState:
 
     # -- commit ---------------------------------------------------------------------
 
+    def _touch(self, entity_id: str, state: EntityState) -> None:
+        """Record a change of the entity's state (at once, so the batch's size is known)."""
+        self.batch.entities.add(entity_id)
+        self._put(self._key("f", entity_id), state.data)
+
     def feature_rows(self) -> list[tuple[str, dict[str, FeatureValue], datetime]]:
         """The online-store rows of the entities this batch touched."""
         rows = []
         for entity_id in self.batch.entities:
             state = self.entity(entity_id)
-            self._put(self._key("f", entity_id), state.data)
             rows.append((entity_id, state.values(), state.as_of))
             heapq.heappush(self._idle, (float(state.data.get("t", 0.0)) + self._keep, entity_id))
         return rows
 
     def _evict_idle(self) -> None:
         """Drop the state of entities idle past every window (by this partition's event time)."""
-        while self._idle and self._idle[0][0] < self._event_time:
+        while self._idle and self._idle[0][0] < self._event_time and not self.full:
             _, entity_id = heapq.heappop(self._idle)
             if entity_id in self.batch.entities:
                 continue  # touched in this batch: re-queued at its commit
@@ -525,9 +543,15 @@ class PartitionState:
     def committed(self) -> None:
         """The commit record and its keys are durable: start the next batch."""
         self.seq += 1
+        self.rewrite = {}
         self.batch = Batch()
+
+    @property
+    def full(self) -> bool:
+        """The batch should be committed before it takes more (see COMMIT_RECORD_BUDGET)."""
+        return self.batch.size > COMMIT_RECORD_BUDGET
 
     @property
     def dirty(self) -> bool:
         b = self.batch
-        return bool(b.changes or b.examples or b.deadletters or b.entities)
+        return bool(b.changes or b.examples or b.deadletters or b.entities or self.rewrite)

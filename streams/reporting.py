@@ -9,10 +9,10 @@ worker as stale rather than healthy.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+import time
 from typing import Any
 
 import redis
@@ -25,19 +25,23 @@ from loopline.settings import Settings
 log = logging.getLogger("loopline.streams")
 
 REDIS_TIMEOUT_SECONDS = 2.0
+RETRY_SECONDS = 1.0
 
 
 class Reporter:
-    """Writes accounting and the heartbeat in the background; never blocks, never raises."""
+    """Writes accounting and the heartbeat from one thread of its own; never blocks the
+    caller, never raises."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="streams-report")
         self._client: redis.Redis | None = None
         self._heartbeat: Heartbeat | None = None
         self._counts: dict[int, accounting.Stamped] = {}
         self._beat: dict[str, Any] | None = None
-        self._running: Future[None] | None = None
+        self._changed = threading.Condition()
+        self._writing = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
         self.failing: str | None = None
 
     def _redis(self) -> redis.Redis:
@@ -47,48 +51,77 @@ class Reporter:
 
     def counts(self, partition: int, counts: accounting.Stamped) -> None:
         """A partition's counts as of one commit (a later one supersedes them)."""
-        self._counts[partition] = counts
-        self._kick()
+        with self._changed:
+            self._counts[partition] = counts
+            self._start()
+            self._changed.notify()
 
     def heartbeat(self, state: dict[str, Any]) -> None:
-        self._beat = state
-        self._kick()
+        with self._changed:
+            self._beat = state
+            self._start()
+            self._changed.notify()
 
-    def _kick(self) -> None:
-        if self._running is not None and not self._running.done():
-            return  # the running write picks up what is pending when it finishes
-        self._running = self._executor.submit(self._drain)
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="streams-report", daemon=True)
+            self._thread.start()
 
-    def _drain(self) -> None:
-        while self._counts or self._beat is not None:
-            counts, self._counts = self._counts, {}
-            beat, self._beat = self._beat, None
-            if counts:
-                try:
-                    accounting.write(self._redis(), self.settings, counts)
-                    self.failing = None
-                except redis.RedisError as exc:
-                    if self.failing is None:
-                        log.warning("accounting not written (retried on the next commit): %s", exc)
-                    self.failing = str(exc)
-                    for p, value in counts.items():  # keep them unless superseded meanwhile
-                        self._counts.setdefault(p, value)
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                while not (self._counts or self._beat is not None or self._closed):
+                    self._changed.wait()
+                if self._closed and not (self._counts or self._beat is not None):
                     return
-            if beat is not None:
-                if self._heartbeat is None:
-                    name = f"streams.{os.uname().nodename}-{os.getpid()}"
-                    self._heartbeat = Heartbeat(self.settings, name, client=self._redis())
-                self._heartbeat.beat(beat, force=True)
+                counts, self._counts = self._counts, {}
+                beat, self._beat = self._beat, None
+                self._writing = True
+            ok = self._write(counts, beat)
+            with self._changed:
+                self._writing = False
+                if not ok:  # keep what a newer value has not superseded meanwhile
+                    for p, value in counts.items():
+                        self._counts.setdefault(p, value)
+                self._changed.notify_all()
+                if not ok:
+                    if self._closed:
+                        return
+                    self._changed.wait(RETRY_SECONDS)
 
-    async def drain(self, timeout: float) -> None:
-        """Wait up to ``timeout`` for pending writes (on shutdown)."""
-        running = self._running
-        if running is not None:
-            await asyncio.wait([asyncio.wrap_future(running)], timeout=timeout)
+    def _write(self, counts: dict[int, accounting.Stamped], beat: dict[str, Any] | None) -> bool:
+        if counts:
+            try:
+                accounting.write(self._redis(), self.settings, counts)
+            except redis.RedisError as exc:
+                if self.failing is None:
+                    log.warning("accounting not written (retried): %s", exc)
+                self.failing = str(exc)
+                return False
+            self.failing = None
+        if beat is not None:
+            if self._heartbeat is None:
+                name = f"streams.{os.uname().nodename}-{os.getpid()}"
+                self._heartbeat = Heartbeat(self.settings, name, client=self._redis())
+            self._heartbeat.beat(beat, force=True)
+        return True
+
+    def drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` until everything handed over is written (on shutdown)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._counts or self._beat is not None or self._writing:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None:
+                    return False
+                self._changed.wait(left)
+        return True
 
     def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
         if self._heartbeat is not None:
             self._heartbeat.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
         if self._client is not None:
             self._client.close()

@@ -24,7 +24,7 @@ from typing import Any
 
 from feature_repo.online import OnlineFeatures
 from loopline.accounting import Stamped
-from loopline.contracts import CommandKind, FeatureValue, utcnow
+from loopline.contracts import Command, CommandKind, FeatureValue, utcnow
 from loopline.control import make_command, send
 from loopline.settings import Settings
 from loopline.spec import Spec
@@ -40,7 +40,7 @@ from streams.outputs import (
     read_back,
     record_at,
 )
-from streams.partition import COMMIT_RECORD_BUDGET, EVENTS, LABELS, PartitionState, fingerprint
+from streams.partition import EVENTS, LABELS, PartitionState, fingerprint
 from streams.reporting import Reporter
 
 log = logging.getLogger("loopline.streams")
@@ -93,6 +93,7 @@ class Runtime:
         self._flushed_at = time.monotonic()
         self._writing: asyncio.Future[None] | None = None
         self._beat_at = float("-inf")
+        self._pause: Command | None = None
         self.failures = 0  # consecutive failed batches
         self.last_error: str | None = None
 
@@ -143,6 +144,7 @@ class Runtime:
             for name, topic in self.topics_by_name.items():
                 low = await self._run(log_start, self.settings, topic, p)
                 await self._seek(topic, p, state.start(name, low))
+                await self._check_log(state, name)
             self.partitions[p] = state
             log.info(
                 "partition %d ready at events %d, labels %d: %d outputs found past its last commit",
@@ -180,6 +182,16 @@ class Runtime:
             low = await self._run(log_start, self.settings, topic, p)
             await self._seek(topic, p, state.reset(name, low))
 
+    async def purge(self, partitions: Iterable[int]) -> None:
+        """Forget the table keys of partitions this worker no longer holds: if one comes
+        back, its state is recovered from the changelog alone, tombstones included."""
+        gone = {f"{p}|".encode() for p in partitions}
+        if not gone:
+            return
+        async with self.lock:
+            for key in [k for k in self.table if k[: k.find(b"|") + 1] in gone]:
+                del self.table[key]
+
     async def revoke(self, partitions: Iterable[int]) -> None:
         async with self.lock:
             for p in partitions:
@@ -212,7 +224,7 @@ class Runtime:
                         state.on_event(offset, key, value, now)
                     else:
                         state.on_label(offset, key, value, now)
-                    if state.batch.size > COMMIT_RECORD_BUDGET:
+                    if state.full:
                         await self._commit([state])
                 for state in touched.values():
                     state.tick(now)
@@ -245,6 +257,14 @@ class Runtime:
 
     async def _failed(self, what: str, exc: Exception, states: Iterable[PartitionState]) -> None:
         async with self.lock:
+            if self._sink is not None:
+                # What the undone batch left queued must not land after it is read again.
+                left = await self._run(
+                    self._sink.abandon, self.settings.publish_timeout_seconds + 5
+                )
+                if left:
+                    log.error("%d outputs of an undone batch are still unresolved", left)
+                    self._sink = None  # a new producer; the old one's records may still land
             self._drop(states)
         self.failures += 1
         self.last_error = f"{what} failed: {type(exc).__name__}: {exc}"
@@ -308,6 +328,8 @@ class Runtime:
                 positions["deadletter"] = end
             for row in state.feature_rows():
                 self._rows[row[0]] = row
+            for state_key, state_value in state.rewrite.items():
+                sink.produce(self.changelog, p, state_key, state_value)
             ckey, record, changes = state.commit_record(positions)
             sink.produce(self.changelog, p, ckey, record)
             for state_key, state_value in changes:
@@ -371,6 +393,7 @@ class Runtime:
         evidence = self.health.tick(time.time())
         metrics.record_health(self.health.last)
         self._report()
+        await self._send_pause()
         if evidence is None or not self.spec.health.auto_pause:
             return
         evidence["partitions"] = sorted(self.partitions)
@@ -382,7 +405,20 @@ class Runtime:
             evidence=evidence,
             issued_by="streams.health",
         )
-        await self._run(send, self.settings, command)
+        self._pause = command
+        await self._send_pause()
+
+    async def _send_pause(self) -> None:
+        """Send the pending auto-pause; kept for the next commit if the broker refuses."""
+        command = self._pause
+        if command is None:
+            return
+        try:
+            await self._run(send, self.settings, command)
+        except Exception as exc:  # the batch is durable already: only the pause waits
+            log.error("auto-pause %s not sent yet, retried: %s", command.command_id, exc)
+            return
+        self._pause = None
         metrics.AUTO_PAUSES.inc()
         log.warning("auto-pause sent (%s): %s", command.command_id, command.reason)
 

@@ -127,14 +127,20 @@ def build_app(settings: Settings) -> faust.App:
         events = settings.topic("events")
         await runtime.revoke(tp.partition for tp in revoked if tp.topic == events)
 
+    held: set[int] = set()
+
     async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
-        # Partitions this worker no longer holds must not keep stale state.
+        # Partitions this worker no longer holds must not keep stale state, in the runtime
+        # or in the table (faust recovers a partition that comes back from its changelog).
         events = settings.topic("events")
-        held = {tp.partition for tp in assigned if tp.topic == events}
-        await runtime.revoke([p for p in list(runtime.partitions) if p not in held])
+        now = {tp.partition for tp in assigned if tp.topic == events}
+        await runtime.revoke([p for p in list(runtime.partitions) if p not in now])
+        await runtime.purge(held - now)
+        held.clear()
+        held.update(now)
 
     async def on_shutdown(sender: Any, **_: Any) -> None:
-        await runtime.reporter.drain(2.0)
+        await asyncio.get_running_loop().run_in_executor(None, runtime.reporter.drain, 2.0)
         runtime.close()
 
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]

@@ -310,3 +310,54 @@ def test_entities_idle_past_every_window_are_dropped_from_state(spec: Spec) -> N
     assert not any(k.endswith(b"|f|old") for k in feed.table)
     assert any(k.endswith(b"|f|new") for k in feed.table)
     assert feed.state.counts["entities_evicted"] == 1 and feed.balanced()
+
+
+def _fill(state: PartitionState, offsets: dict[str, int], prefix: str, entities: int) -> None:
+    """Events (and their labels) until the batch is full, as ``Runtime.process`` checks."""
+    i = 0
+    while not state.full:
+        entity = f"u{i % entities}"
+        state.on_event(offsets["events"], *event(f"{prefix}{i}", entity=entity), NOW)
+        offsets["events"] += 1
+        state.on_label(offsets["labels"], *label(f"{prefix}{i}", 1, entity=entity), NOW)
+        offsets["labels"] += 1
+        i += 1
+
+
+def _commit(state: PartitionState) -> int:
+    state.feature_rows()
+    _, raw, _ = state.commit_record({})
+    state.committed()
+    return len(raw)
+
+
+LIMIT = 1_000_000  # Apache Kafka's default max.message.bytes
+
+
+def test_commit_records_stay_under_the_broker_limit_across_a_restart(spec: Spec) -> None:
+    feed = Feed(spec)
+    _fill(feed.state, feed.offsets, "a", entities=10**9)
+    assert _commit(feed.state) < LIMIT
+    restarted = PartitionState(0, spec, feed.table, HealthMonitor(spec, NOW.timestamp()))
+    offsets = {t: restarted.start(t, 0) for t in ("events", "labels")}
+    assert restarted.rewrite and restarted.batch.size == 0  # rewritten before, not carried
+    _fill(restarted, offsets, "b", entities=10**9)
+    assert _commit(restarted) < LIMIT and not restarted.rewrite
+
+
+def test_a_tick_that_expires_a_backlog_commits_it_in_parts_under_the_limit(spec: Spec) -> None:
+    feed = Feed(spec)
+    for i in range(30_000):
+        feed.event(event(f"e{i}", entity=f"u{i % 50}"))
+        if feed.state.full:
+            _commit(feed.state)
+    _commit(feed.state)
+    later = NOW + horizon(spec) + timedelta(seconds=1)
+    examples = 0
+    for _ in range(100):
+        feed.state.tick(later)
+        if not feed.state.dirty:
+            break
+        examples += len(feed.state.batch.examples)
+        assert _commit(feed.state) < LIMIT
+    assert examples == 30_000 and feed.state.counts["pending"] == 0 and feed.balanced()
