@@ -20,9 +20,6 @@ from loopline.settings import Settings
 from streams.partition import Deadletter
 
 SOURCE_PARTITION = "loopline.source_partition"
-# Every record stays under Apache Kafka's default max.message.bytes (1 MB); a record the
-# broker would refuse fails in the producer instead.
-MAX_MESSAGE_BYTES = 1_000_000
 # A deadletter keeps at most this much of the original bytes (the rest is counted).
 DEADLETTER_MAX_VALUE = 256 * 1024
 
@@ -68,6 +65,14 @@ def log_start(settings: Settings, topic: str, partition: int, timeout: float = 3
         consumer.close()
 
 
+def _high(consumer: Consumer, tp: TopicPartition) -> int:
+    try:
+        _, high = consumer.get_watermark_offsets(tp, timeout=5)
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"{tp.topic}/{tp.partition} did not answer: {exc}") from exc
+    return int(high)
+
+
 def record_at(
     settings: Settings, topic: str, partition: int, offset: int, timeout: float = 5.0
 ) -> tuple[bytes | None, bytes | None] | None:
@@ -81,10 +86,16 @@ def record_at(
     consumer = Consumer(config)
     try:
         consumer.assign([TopicPartition(topic, partition, offset)])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
+        tp = TopicPartition(topic, partition)
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            msg = consumer.poll(0.25)
             if msg is None:
+                # Silence: past the log's end on some brokers (others answer out-of-range
+                # or end-of-partition), or a slow broker. The watermark tells which; a
+                # wrong one is only ever too low, and then the record would have come.
+                if time.monotonic() - started > 1.0 and _high(consumer, tp) <= offset:
+                    return None
                 continue
             err = msg.error()
             if err is not None:
@@ -96,15 +107,6 @@ def record_at(
                 return msg.key(), msg.value()
             if found is not None and found > offset:
                 return None
-        # Silence: past the log's end on some brokers (others answer out-of-range or
-        # end-of-partition), or a broker that does not answer. The watermark tells which;
-        # a wrong one is only ever too low, and then the record would have been fetched.
-        try:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
-        except KafkaException as exc:
-            raise BrokerUnavailable(f"{topic}/{partition} did not answer: {exc}") from exc
-        if high <= offset:
-            return None
         raise BrokerUnavailable(f"{topic}/{partition} did not answer for offset {offset}")
     finally:
         consumer.close()
@@ -119,7 +121,6 @@ class Sink:
             settings,
             **{
                 "linger.ms": 2,
-                "message.max.bytes": MAX_MESSAGE_BYTES,
             },
         )
         self._producer = Producer(config)
@@ -221,10 +222,8 @@ def read_back(
                         found.append(msg)
                 elif err.code() in _PAST_THE_END:
                     return found
-            if not heard and time.monotonic() - started > 3:
-                _, high = consumer.get_watermark_offsets(tp, timeout=5)
-                if high <= begin:  # past the end of a log that was replaced
-                    return found
+            if not heard and time.monotonic() - started > 1.0 and _high(consumer, tp) <= begin:
+                return found  # past the end of a log that was replaced
         raise BrokerUnavailable(f"could not read back {topic}/{partition} to its end")
     finally:
         consumer.close()

@@ -256,15 +256,15 @@ class Runtime:
         self._report()
 
     async def _failed(self, what: str, exc: Exception, states: Iterable[PartitionState]) -> None:
+        # A producer that failed (perhaps fatally: fenced, out of sequence) is replaced at
+        # once, and what the undone batch left queued in it must not land after the batch
+        # is read again.
+        sink, self._sink = self._sink, None
         async with self.lock:
-            if self._sink is not None:
-                # What the undone batch left queued must not land after it is read again.
-                left = await self._run(
-                    self._sink.abandon, self.settings.publish_timeout_seconds + 5
-                )
+            if sink is not None:
+                left = await self._run(sink.abandon, self.settings.publish_timeout_seconds + 5)
                 if left:
                     log.error("%d outputs of an undone batch are still unresolved", left)
-                    self._sink = None  # a new producer; the old one's records may still land
             self._drop(states)
         self.failures += 1
         self.last_error = f"{what} failed: {type(exc).__name__}: {exc}"
@@ -358,6 +358,8 @@ class Runtime:
             for name in (EVENTS, LABELS)
             if s.applied[name] >= 0
         }
+        if not offsets:
+            return  # nothing applied yet (a fresh or reset log): nothing to commit
         try:
             await self._commit_offsets(offsets)
         except Exception as exc:

@@ -23,6 +23,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from faust.types import TP
 
+from loopline.kafka import MAX_MESSAGE_BYTES, changelog_topic_config
 from loopline.settings import Settings
 from streams.runtime import Runtime
 
@@ -56,7 +57,10 @@ def build_app(settings: Settings) -> faust.App:
         broker_max_poll_interval=300.0,
         consumer_auto_offset_reset="earliest",
         consumer_max_fetch_size=MAX_FETCH_BYTES,
-        producer_max_request_size=MAX_FETCH_BYTES,
+        producer_max_request_size=MAX_MESSAGE_BYTES,
+        # faust's check compares the changelog with a watermark (which some brokers report
+        # wrong) and crashes the worker; a replaced log is detected by the runtime instead.
+        recovery_consistency_check=False,
         web_enabled=False,
         key_serializer="raw",
         value_serializer="raw",
@@ -71,7 +75,13 @@ def build_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         acks=False,
     )
-    table = app.Table("state", key_type=bytes, value_type=bytes, partitions=settings.partitions)
+    table = app.Table(
+        "state",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+        extra_topic_configs=changelog_topic_config(),
+    )
 
     async def seek(topic: str, partition: int, offset: int) -> None:
         await app.consumer.seek(TP(topic, partition), offset)

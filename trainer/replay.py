@@ -35,8 +35,9 @@ def replay(
     """Learn every record from ``start`` up to ``target`` (per partition); return how many.
 
     ``keep_alive`` runs once a batch (the trainer renews its lease there; it raises to
-    stop the replay). Raises CheckpointError if ``start`` is past ``target`` or the
-    records stop coming.
+    stop the replay). Raises CheckpointError if ``start`` is past ``target``, if retention
+    deleted examples it would need (a replay never skips silently), or if the records
+    stop coming.
     """
     ahead = {p: o for p, o in start.items() if o > target.get(p, 0)}
     if ahead:
@@ -51,6 +52,19 @@ def replay(
     )
     handled = 0
     try:
+        deleted = {}
+        for p in remaining:
+            low, _ = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            if position.get(p, 0) < low:
+                deleted[p] = (position.get(p, 0), low)
+        if deleted:
+            spans = ", ".join(
+                f"partition {p}: {a} to {b - 1}" for p, (a, b) in sorted(deleted.items())
+            )
+            raise CheckpointError(
+                f"cannot replay exactly: examples were deleted by retention ({spans}); "
+                "replay from a newer checkpoint"
+            )
         consumer.assign(
             [TopicPartition(topic, p, position.get(p, OFFSET_BEGINNING)) for p in remaining]
         )
