@@ -293,6 +293,9 @@ class Runtime:
         if not states:
             await self._watch_health()
             return
+        # Fenced before anything leaves: a worker that lost a partition while it was paused
+        # learns it here, before it emits a single output for it.
+        await self._fence(states)
         sink = self.sink
         for state in states:
             p = state.partition
@@ -314,7 +317,6 @@ class Runtime:
                 last = i == len(batch.deadletters) - 1
                 sink.produce(self.deadletter_topic, dl_part, d.key, dl_value, headers, track=last)
         ends = await self._run(sink.flush)
-        await self._fence(states)
         for state in states:
             p = state.partition
             positions = {}

@@ -98,6 +98,9 @@ def build_app(settings: Settings) -> faust.App:
         await asyncio.wait_for(thread.call_thread(commit), COMMIT_TIMEOUT_SECONDS)
 
     def owned() -> set[int]:
+        """Partitions held now; none while the group rebalances (they may be moving)."""
+        if app.rebalancing:
+            return set()
         events = settings.topic("events")
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == events}
 

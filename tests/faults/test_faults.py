@@ -68,3 +68,18 @@ def test_labeller_clock_ahead_keeps_real_labels(settings: Settings, tmp_path: Pa
     f = scenarios.clock_ahead(settings, tmp_path, events=1000, ahead_s=60)
     assert f.notes["labels_defaulted"] == 0, str(f.row())
     clean(f)
+
+
+def test_streams_worker_stopped_past_session_timeout(settings: Settings, tmp_path: Path) -> None:
+    """A zombie (SIGSTOP 9 s, past the 6 s session timeout) is fenced when it resumes."""
+    f = scenarios.pause_streams(settings, tmp_path, events=2000, paused_s=9.0)
+    clean(f)
+    assert f.notes["books_balance"], str(f.row())
+
+
+def test_broker_restarted_empty_is_reported_and_read_again(
+    settings: Settings, tmp_path: Path
+) -> None:
+    f = scenarios.broker_restarted_empty(settings, tmp_path, events=500)
+    assert not f.notes["books_balance_when_empty"], str(f.row())
+    clean(f)
