@@ -101,7 +101,9 @@ class ModelSpec(_Section):
 class Validation(_Section):
     max_future_seconds: float = Field(default=300, ge=0)
     max_age_seconds: float = Field(default=7 * 86400, gt=0)
-    max_record_bytes: int = Field(default=64 * 1024, gt=0)
+    # Bounded so that a record, kept whole in the streams' state and commit record, stays
+    # well under Kafka's default 1 MB message size.
+    max_record_bytes: int = Field(default=64 * 1024, gt=0, le=128 * 1024)
 
 
 class Training(_Section):

@@ -24,6 +24,7 @@ SOURCE_PARTITION = "loopline.source_partition"
 DEADLETTER_MAX_VALUE = 256 * 1024
 
 
+SILENCE_SECONDS = 3.0
 _PAST_THE_END = (
     KafkaError._PARTITION_EOF,
     KafkaError.OFFSET_OUT_OF_RANGE,
@@ -94,7 +95,7 @@ def record_at(
                 # Silence: past the log's end on some brokers (others answer out-of-range
                 # or end-of-partition), or a slow broker. The watermark tells which; a
                 # wrong one is only ever too low, and then the record would have come.
-                if time.monotonic() - started > 1.0 and _high(consumer, tp) <= offset:
+                if time.monotonic() - started > SILENCE_SECONDS and _high(consumer, tp) <= offset:
                     return None
                 continue
             err = msg.error()
@@ -205,25 +206,29 @@ def read_back(
     config = consumer_config(settings, group_id=f"{settings.topic_prefix}streams-readback")
     config.update({"enable.partition.eof": True, "auto.offset.reset": "error"})
     consumer = Consumer(config)
-    begin = max(start or 0, 0)
     try:
-        tp = TopicPartition(topic, partition, begin)
-        consumer.assign([tp])
+        tp = TopicPartition(topic, partition)
+        low, _ = consumer.get_watermark_offsets(tp, timeout=timeout)
+        begin = max(start or 0, int(low))
+        consumer.assign([TopicPartition(topic, partition, begin)])
         wanted = str(source).encode()
         found: list[Message] = []
-        heard = False
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
+        next_offset = begin
+        heard_at = time.monotonic()
+        while time.monotonic() - heard_at < timeout:
             for msg in consumer.consume(10_000, 0.2):
-                heard = True
+                heard_at = time.monotonic()
                 err = msg.error()
                 if err is None:
+                    next_offset = max(next_offset, (msg.offset() or 0) + 1)
                     if _headers(msg).get(SOURCE_PARTITION) == wanted:
                         found.append(msg)
                 elif err.code() in _PAST_THE_END:
                     return found
-            if not heard and time.monotonic() - started > 1.0 and _high(consumer, tp) <= begin:
-                return found  # past the end of a log that was replaced
+            # Silence for a while with nothing past ``next_offset`` in the log (some brokers
+            # say nothing at the end of a log that was replaced): the end was reached.
+            if time.monotonic() - heard_at > SILENCE_SECONDS and _high(consumer, tp) <= next_offset:
+                return found
         raise BrokerUnavailable(f"could not read back {topic}/{partition} to its end")
     finally:
         consumer.close()

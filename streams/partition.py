@@ -135,7 +135,8 @@ class PartitionState:
         self._due: list[tuple[float, str]] = []  # (deadline, event_id) of waiting events
         self._gc: list[tuple[float, str]] = []  # (forget_at, event_id) of resolved markers
         self._orphans: dict[str, tuple[float, float]] = {}  # event_id: (label ts, arrival)
-        self._idle: list[tuple[float, str]] = []  # (evict_at, entity_id), checked lazily
+        self._idle: list[tuple[float, str]] = []  # (evict_at, entity_id), once per entity
+        self._queued: set[str] = set()  # entities in _idle
         self._keep = self._entity_spec.keep_seconds + self._horizon
         self._event_time = 0.0  # the latest event time read on this partition
         self.emitted_examples: set[str] = set()
@@ -221,6 +222,7 @@ class PartitionState:
             elif kind == b"l":
                 self._orphans[ident] = (value["ts"], value["at"])
             elif kind == b"f":
+                self._queued.add(ident)
                 heapq.heappush(self._idle, (float(value.get("t", 0.0)) + self._keep, ident))
 
     def start(self, topic: str, low: int) -> int:
@@ -245,6 +247,7 @@ class PartitionState:
                 low,
             )
             self.applied[topic] = low - 1
+            self.tips.pop(topic, None)  # that record is gone by design, not by a reset
         self._started.add(topic)
         return self.applied[topic] + 1
 
@@ -498,20 +501,29 @@ class PartitionState:
         for entity_id in self.batch.entities:
             state = self.entity(entity_id)
             rows.append((entity_id, state.values(), state.as_of))
-            heapq.heappush(self._idle, (float(state.data.get("t", 0.0)) + self._keep, entity_id))
+            if entity_id not in self._queued:
+                self._queued.add(entity_id)
+                heapq.heappush(
+                    self._idle, (float(state.data.get("t", 0.0)) + self._keep, entity_id)
+                )
         return rows
 
     def _evict_idle(self) -> None:
         """Drop the state of entities idle past every window (by this partition's event time)."""
         while self._idle and self._idle[0][0] < self._event_time and not self.full:
             _, entity_id = heapq.heappop(self._idle)
-            if entity_id in self.batch.entities:
-                continue  # touched in this batch: re-queued at its commit
             key = self._key("f", entity_id)
             data = self._get(key)
-            if data is None or float(data.get("t", 0.0)) + self._keep >= self._event_time:
-                continue  # gone already, or changed since it was queued
+            if data is None:
+                self._queued.discard(entity_id)
+                continue
+            due = float(data.get("t", 0.0)) + self._keep
+            if entity_id in self.batch.entities or due >= self._event_time:
+                # Not idle yet (or changed in this batch): looked at again when due.
+                heapq.heappush(self._idle, (max(due, self._event_time), entity_id))
+                continue
             self._entities.pop(entity_id, None)
+            self._queued.discard(entity_id)
             self._put(key, None)
             self._count("entities_evicted")
 

@@ -90,21 +90,34 @@ class Reporter:
                     self._changed.wait(RETRY_SECONDS)
 
     def _write(self, counts: dict[int, accounting.Stamped], beat: dict[str, Any] | None) -> bool:
+        ok = True
         if counts:
             try:
                 accounting.write(self._redis(), self.settings, counts)
-            except redis.RedisError as exc:
+            except Exception as exc:  # the writer thread must outlive any failure
                 if self.failing is None:
                     log.warning("accounting not written (retried): %s", exc)
-                self.failing = str(exc)
-                return False
-            self.failing = None
+                self.failing = f"{type(exc).__name__}: {exc}"
+                ok = False
+            else:
+                self.failing = None
         if beat is not None:
-            if self._heartbeat is None:
-                name = f"streams.{os.uname().nodename}-{os.getpid()}"
-                self._heartbeat = Heartbeat(self.settings, name, client=self._redis())
-            self._heartbeat.beat(beat, force=True)
-        return True
+            if not ok:
+                beat = {
+                    **beat,
+                    "degraded": beat.get("degraded") or f"accounting not written: {self.failing}",
+                }
+            try:
+                self._beat_once(beat)
+            except Exception:
+                log.exception("heartbeat not written")
+        return ok
+
+    def _beat_once(self, beat: dict[str, Any]) -> None:
+        if self._heartbeat is None:
+            name = f"streams.{os.uname().nodename}-{os.getpid()}"
+            self._heartbeat = Heartbeat(self.settings, name, client=self._redis())
+        self._heartbeat.beat(beat, force=True)
 
     def drain(self, timeout: float) -> bool:
         """Wait up to ``timeout`` until everything handed over is written (on shutdown)."""

@@ -71,6 +71,7 @@ class Runtime:
         seek: Seek,
         commit_offsets: CommitOffsets | None = None,
         owned: Owned | None = None,
+        ready: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.spec = spec
@@ -79,6 +80,7 @@ class Runtime:
         self._seek = seek
         self._commit_offsets = commit_offsets
         self._owned = owned or (lambda: None)
+        self._ready = ready or (lambda: True)
         self.topics = {settings.topic(EVENTS): EVENTS, settings.topic(LABELS): LABELS}
         self.topics_by_name = {name: topic for topic, name in self.topics.items()}
         self.examples_topic = settings.topic("examples")
@@ -94,8 +96,10 @@ class Runtime:
         self._writing: asyncio.Future[None] | None = None
         self._beat_at = float("-inf")
         self._pause: Command | None = None
-        self.failures = 0  # consecutive failed batches
-        self.last_error: str | None = None
+        self._sending: asyncio.Future[None] | None = None
+        self.failing: dict[str, str] = {}  # "batch" / "tick": the last error, while failing
+        self._failures: dict[str, int] = {}  # consecutive failures of each
+        self._carry: dict[int, dict[bytes, bytes | None]] = {}  # see _drop
 
     @property
     def sink(self) -> Sink:
@@ -145,6 +149,7 @@ class Runtime:
                 low = await self._run(log_start, self.settings, topic, p)
                 await self._seek(topic, p, state.start(name, low))
                 await self._check_log(state, name)
+            state.rewrite.update(self._carry.pop(p, {}))
             self.partitions[p] = state
             log.info(
                 "partition %d ready at events %d, labels %d: %d outputs found past its last commit",
@@ -174,7 +179,7 @@ class Runtime:
         lost its data; then the partition reads the new log from its start.
         """
         tip = state.tips.get(name)
-        if tip is None:
+        if tip is None:  # nothing applied, or the log's start moved past it (retention)
             return
         topic, p = self.topics_by_name[name], state.partition
         found = await self._run(record_at, self.settings, topic, p, state.applied[name])
@@ -202,6 +207,11 @@ class Runtime:
     def _drop(self, states: Iterable[PartitionState]) -> None:
         """Undo the open batch of each and forget it: it is rebuilt from its last commit."""
         for state in states:
+            # The batch's commit record may have landed though its flush failed: the keys it
+            # changed are written again, as of the last commit, before the next commit.
+            carry = self._carry.setdefault(state.partition, {})
+            for key, raw in state.batch.undo.items():
+                carry.setdefault(key, raw)
             state.rollback()
             if self.partitions.get(state.partition) is state:
                 del self.partitions[state.partition]
@@ -211,13 +221,14 @@ class Runtime:
     async def process(self, records: Iterable[Record]) -> None:
         """Process one batch; never raises (a failed batch is undone and read again)."""
         touched: dict[int, PartitionState] = {}
-        try:
-            async with self.lock:
-                owned = self._owned()
+        failed: Exception | None = None
+        async with self.lock:
+            try:
+                owned = self._owned() if self._ready() else set()
                 now = utcnow()
                 for topic, p, offset, key, value in records:
                     if owned is not None and p not in owned:
-                        continue  # revoked meanwhile: its new owner reads it
+                        continue  # moving, or revoked: read again once held and recovered
                     state = touched.get(p) or await self.partition(p)
                     touched[p] = state
                     if self.topics.get(topic) == EVENTS:
@@ -230,17 +241,21 @@ class Runtime:
                     state.tick(now)
                 await self._commit([s for s in touched.values() if s.dirty])
                 await self._heal(touched.values())
-        except Exception as exc:
-            await self._failed("batch", exc, touched.values())
-        else:
-            self._succeeded()
+            except Exception as exc:
+                failed = exc
+                await self._undo(touched.values())  # under the lock: nothing sees it half-done
+        await self._settle("batch", failed)
 
     async def tick(self, assigned: Iterable[int] = ()) -> None:
         """Take up newly assigned partitions, apply the horizon on quiet ones, close health
-        windows, flush features. Never raises."""
-        states: list[PartitionState] = []
-        try:
-            async with self.lock:
+        windows, flush features. Never raises; does nothing while faust recovers the
+        table (it is replaying the changelog into it)."""
+        if not self._ready():
+            return
+        failed: Exception | None = None
+        async with self.lock:
+            states: list[PartitionState] = []
+            try:
                 for p in assigned:
                     await self.partition(p)
                 now = utcnow()
@@ -249,45 +264,50 @@ class Runtime:
                     state.tick(now)
                 await self._commit([s for s in states if s.dirty])
                 self._flush_features(force=True)
-        except Exception as exc:
-            await self._failed("tick", exc, states)
-        else:
-            self._succeeded()
+            except Exception as exc:
+                failed = exc
+                await self._undo(states)
+        await self._settle("tick", failed)
         self._report()
 
-    async def _failed(self, what: str, exc: Exception, states: Iterable[PartitionState]) -> None:
-        # A producer that failed (perhaps fatally: fenced, out of sequence) is replaced at
-        # once, and what the undone batch left queued in it must not land after the batch
-        # is read again.
+    async def _undo(self, states: Iterable[PartitionState]) -> None:
+        """Undo a failed batch: a new producer (the old one may have failed fatally:
+        fenced, out of sequence), nothing it left queued landing later, and the
+        partitions rebuilt from their last commit."""
         sink, self._sink = self._sink, None
-        async with self.lock:
-            if sink is not None:
+        if sink is not None:
+            try:
                 left = await self._run(sink.abandon, self.settings.publish_timeout_seconds + 5)
+            except Exception:
+                log.exception("abandoning the producer of an undone batch failed")
+            else:
                 if left:
                     log.error("%d outputs of an undone batch are still unresolved", left)
-            self._drop(states)
-        self.failures += 1
-        self.last_error = f"{what} failed: {type(exc).__name__}: {exc}"
+        self._drop(states)
+
+    async def _settle(self, what: str, exc: Exception | None) -> None:
+        """Count a success or a failure of ``what``; back off after a failure."""
+        if exc is None:
+            if self.failing.pop(what, None) is not None:
+                log.info("%s recovered after %d failed attempts", what, self._failures[what])
+            self._failures.pop(what, None)
+            return
+        n = self._failures[what] = self._failures.get(what, 0) + 1
+        self.failing[what] = f"{what} failed: {type(exc).__name__}: {exc}"
         metrics.BATCH_FAILURES.inc()
-        wait = min(RETRY_MAX_SECONDS, 0.5 * 2 ** min(self.failures - 1, 6))
+        wait = min(RETRY_MAX_SECONDS, 0.5 * 2 ** min(n - 1, 6))
         if isinstance(exc, Fenced):
             log.warning("%s; its partitions are read again from their last commit", exc)
         else:
             log.error(
                 "%s (%d in a row); undone, read again from the last commit in %.1fs",
-                self.last_error,
-                self.failures,
+                self.failing[what],
+                n,
                 wait,
                 exc_info=exc,
             )
-        self._report()
+        self._report(force=True)
         await asyncio.sleep(wait)
-
-    def _succeeded(self) -> None:
-        if self.failures:
-            log.info("processing recovered after %d failed attempts", self.failures)
-        self.failures = 0
-        self.last_error = None
 
     async def _commit(self, states: list[PartitionState]) -> None:
         if not states:
@@ -413,25 +433,29 @@ class Runtime:
         await self._send_pause()
 
     async def _send_pause(self) -> None:
-        """Send the pending auto-pause; kept for the next commit if the broker refuses."""
-        command = self._pause
-        if command is None:
+        """Send the pending auto-pause in the background, one attempt at a time; kept and
+        retried on a later commit if the broker refuses (the batch is durable already)."""
+        if self._pause is None or (self._sending is not None and not self._sending.done()):
             return
+        self._sending = asyncio.ensure_future(self._run(self._send, self._pause))
+
+    def _send(self, command: Command) -> None:
         try:
-            await self._run(send, self.settings, command)
-        except Exception as exc:  # the batch is durable already: only the pause waits
+            send(self.settings, command)
+        except Exception as exc:
             log.error("auto-pause %s not sent yet, retried: %s", command.command_id, exc)
             return
-        self._pause = None
+        if self._pause is command:
+            self._pause = None
         metrics.AUTO_PAUSES.inc()
         log.warning("auto-pause sent (%s): %s", command.command_id, command.reason)
 
-    def _report(self) -> None:
+    def _report(self, force: bool = False) -> None:
         """The heartbeat, at most once a second: degraded while batches fail."""
-        if time.monotonic() - self._beat_at < 1.0:
+        if not force and time.monotonic() - self._beat_at < 1.0:
             return
         self._beat_at = time.monotonic()
-        degraded = self.last_error or (
+        degraded = "; ".join(self.failing.values()) or (
             f"accounting not written: {self.reporter.failing}" if self.reporter.failing else None
         )
         self.reporter.heartbeat(

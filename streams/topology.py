@@ -104,14 +104,21 @@ def build_app(settings: Settings) -> faust.App:
         events = settings.topic("events")
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == events}
 
+    def ready() -> bool:
+        """The group is stable and faust is not replaying the changelog into the table."""
+        recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
+        return not (app.rebalancing or app.in_recovery) and bool(recovery.completed.is_set())
+
+    changelog = table.changelog_topic.get_topic_name()
     runtime = Runtime(
         settings,
         spec,
         table.data,
-        table.changelog_topic.get_topic_name(),
+        changelog,
         seek,
         commit_offsets=commit_offsets,
         owned=owned,
+        ready=ready,
     )
 
     @app.agent(source)
@@ -126,8 +133,7 @@ def build_app(settings: Settings) -> faust.App:
 
     def assigned() -> set[int]:
         """Partitions held once the group is stable and the table restored, else none."""
-        recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
-        if app.rebalancing or app.in_recovery or not recovery.completed.is_set():
+        if not ready():
             return set()
         events = settings.topic("events")
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == events}
@@ -148,7 +154,15 @@ def build_app(settings: Settings) -> faust.App:
         events = settings.topic("events")
         now = {tp.partition for tp in assigned if tp.topic == events}
         await runtime.revoke([p for p in list(runtime.partitions) if p not in now])
-        await runtime.purge(held - now)
+        gone = held - now
+        await runtime.purge(gone)
+        # faust resumes a partition it recovered before from where that recovery ended;
+        # with its keys purged, it must replay the changelog from the start instead.
+        recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
+        for p in gone:
+            tp = TP(changelog, p)
+            recovery.active_offsets.pop(tp, None)
+            recovery.active_highwaters.pop(tp, None)
         held.clear()
         held.update(now)
 
