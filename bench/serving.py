@@ -156,9 +156,7 @@ def prepare(settings: Settings) -> tuple[Any, OnlineFeatures]:
         rate = rng.random() * 0.3
         x = features | {"click_rate_24h": rate, "impressions_1h": rng.randrange(20)}
         model.learn_one(x, rng.random() < 0.1 + rate)
-    store = CheckpointStore(
-        settings.checkpoint_dir, settings.signing_key.get_secret_value().encode()
-    )
+    store = CheckpointStore.of(settings)
     manifest = CheckpointManifest(
         "bench-ck", None, spec.name, spec.spec_version, spec.schema_hash, {}, None, None,
         5000, 0, (), {}, "", datetime.now(UTC), "bench",

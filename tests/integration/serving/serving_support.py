@@ -37,9 +37,7 @@ def wait_for(check: Callable[[], T | None], what: str, timeout: float = 30.0) ->
 
 
 def store_of(settings: Settings) -> CheckpointStore:
-    return CheckpointStore(
-        settings.checkpoint_dir, settings.signing_key.get_secret_value().encode()
-    )
+    return CheckpointStore.of(settings)
 
 
 def produce(settings: Settings, topic: str, records: Sequence[tuple[str, bytes]]) -> None:
