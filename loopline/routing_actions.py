@@ -33,9 +33,13 @@ _RAMP_MOVES = {
 
 def verify_servable(settings: Settings, store: RoutingStore, checkpoint_id: str) -> None:
     """Raise :class:`CheckpointError` for a checkpoint serving would refuse."""
+    verdict = store.verdict(checkpoint_id)
+    if verdict is None:  # said first: what an operator most likely mistyped
+        refusal = verdict_refusal(None, checkpoint_id, "", public_key(settings, "pusher"))
+        raise CheckpointError(f"{refusal}; serving would refuse it")
     manifest = CheckpointStore.of(settings).verified(checkpoint_id)
     refusal = verdict_refusal(
-        store.verdict(checkpoint_id),
+        verdict,
         checkpoint_id,
         manifest_sha256(manifest),
         public_key(settings, "pusher"),

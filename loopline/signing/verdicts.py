@@ -39,7 +39,7 @@ def verdict_refusal(
 ) -> str | None:
     """Why this verdict does not qualify the checkpoint with that manifest; None if it does."""
     if document is None:
-        return f"checkpoint {checkpoint_id} has no verdict from the pusher"
+        return f"checkpoint {checkpoint_id} was not qualified by the pusher: no verdict"
     try:
         payload = _payload(document)
     except ValueError as exc:
