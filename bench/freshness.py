@@ -174,6 +174,7 @@ def main() -> None:
         port = free_port()
         settings = Settings.from_env(
             {},
+            env="dev",  # the embedded stack and the development keys
             kafka_bootstrap=f"{broker.host}:{broker.port}",
             redis_url=REDIS,
             topic_prefix=f"fresh{uuid.uuid4().hex[:8]}.",
