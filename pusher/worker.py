@@ -4,7 +4,9 @@ Three consumers:
 
 - ``checkpoints``, in the pusher's consumer group. An offset is committed only once
   the checkpoint's verdict is in Redis, and a checkpoint with a verdict is never
-  judged twice, so a crash re-reads at most what it had not finished.
+  judged twice, so a crash re-reads at most what it had not finished. Checkpoints are
+  verified with the trainer's public key; each verdict is signed with the pusher's
+  private key over the judged manifest's digest (:mod:`loopline.signing.verdicts`).
 - the tails of ``examples``, ``predictions`` and ``labels``, assigned without a
   group from the last ``tail_records`` of each partition: the holdout slice and the
   online metrics are rebuilt from the topics on start, nothing else to persist.
