@@ -96,6 +96,7 @@ def main() -> None:
                 prefix = f"bf{uuid.uuid4().hex[:8]}."
                 settings = Settings.from_env(
                     {},
+                    env="dev",  # the embedded stack and the development keys
                     kafka_bootstrap=f"127.0.0.1:{broker.port}",
                     redis_url=redis_url,
                     topic_prefix=prefix,

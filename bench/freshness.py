@@ -121,9 +121,7 @@ def read_examples(settings: Settings, probes: Probes, stop: threading.Event) -> 
 
 
 def poll_serving(settings: Settings, url: str, probes: Probes, stop: threading.Event) -> None:
-    store = CheckpointStore(
-        settings.checkpoint_dir, settings.signing_key.get_secret_value().encode()
-    )
+    store = CheckpointStore.of(settings)
     body = {"entity_id": "probe", "features": {"price": 10.0, "hour": 9, "device": "mobile"}}
     offsets: dict[int, int] = {}
     version = None
@@ -176,6 +174,7 @@ def main() -> None:
         port = free_port()
         settings = Settings.from_env(
             {},
+            env="dev",  # the embedded stack and the development keys
             kafka_bootstrap=f"{broker.host}:{broker.port}",
             redis_url=REDIS,
             topic_prefix=f"fresh{uuid.uuid4().hex[:8]}.",

@@ -32,13 +32,14 @@ from typing import Any
 import httpx
 
 from feature_repo.online import OnlineFeatures
-from loopline.checkpoints import CheckpointStore
+from loopline.checkpoints import CheckpointStore, manifest_sha256
 from loopline.contracts import CheckpointManifest
 from loopline.devstack import free_port, start_broker, start_redis
 from loopline.kafka import create_topics
 from loopline.routing import RoutingStore, serve_only
 from loopline.scoring import score
 from loopline.settings import Settings
+from loopline.signing import private_key, sign_verdict
 from loopline.validation import FeatureValidator
 
 ENTITIES = 5000
@@ -156,16 +157,20 @@ def prepare(settings: Settings) -> tuple[Any, OnlineFeatures]:
         rate = rng.random() * 0.3
         x = features | {"click_rate_24h": rate, "impressions_1h": rng.randrange(20)}
         model.learn_one(x, rng.random() < 0.1 + rate)
-    store = CheckpointStore(
-        settings.checkpoint_dir, settings.signing_key.get_secret_value().encode()
-    )
+    store = CheckpointStore.of(settings, signing=True)
     manifest = CheckpointManifest(
         "bench-ck", None, spec.name, spec.spec_version, spec.schema_hash, {}, None, None,
         5000, 0, (), {}, "", datetime.now(UTC), "bench",
     )  # fmt: skip
-    store.save(manifest, model)
+    signed = store.save(manifest, model)
     routing = RoutingStore(settings)
-    routing.record_verdict("bench-ck", {"checkpoint_id": "bench-ck", "verdict": "qualified"})
+    verdict = {
+        "checkpoint_id": "bench-ck",
+        "manifest_sha256": manifest_sha256(signed),
+        "verdict": "qualified",
+        "decided_at": datetime.now(UTC).isoformat(),
+    }
+    routing.record_verdict("bench-ck", sign_verdict(verdict, private_key(settings, "pusher")))
     routing.update(lambda t, _: (serve_only(t, "bench-ck", "bench"), None), "bench")
     routing.close()
     online = OnlineFeatures(settings, spec)
@@ -259,6 +264,7 @@ def main() -> None:
         port = free_port()
         settings = Settings.from_env(
             {},
+            env="dev",  # the embedded stack and the development keys
             kafka_bootstrap=f"{broker.host}:{broker.port}",
             redis_url=f"redis://127.0.0.1:{own_redis.port}/0",
             topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",

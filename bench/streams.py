@@ -63,6 +63,7 @@ def settings_for(bootstrap: str, tmp: Path) -> Settings:
     prefix = f"bench{os.getpid()}."
     return Settings.from_env(
         {},
+        env="dev",  # the embedded stack and the development keys
         kafka_bootstrap=bootstrap,
         topic_prefix=prefix,
         state_dir=tmp / "state",

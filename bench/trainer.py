@@ -165,6 +165,7 @@ def main() -> None:
         try:
             settings = Settings.from_env(
                 {},
+                env="dev",  # the embedded stack and the development keys
                 kafka_bootstrap=f"{broker.host}:{broker.port}",
                 topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
                 checkpoint_dir=Path(tmp) / "checkpoints",

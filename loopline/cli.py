@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import shlex
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -56,7 +57,20 @@ def dev_up(ctx: typer.Context) -> None:
     """Start the broker and Redis on loopback (if not running) and create the topics."""
     from loopline.devstack import LocalStack
 
-    _table(LocalStack(settings_of(ctx)).up(), "local stack")
+    settings = settings_of(ctx)
+    report = LocalStack(settings).up()
+    # The local stack is development: its workers need the explicit mode to accept the
+    # development keys, an open Redis and no serving token.
+    env_file = settings.state_dir / "dev" / "env"
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    values = settings.replace(env="dev").to_env()
+    env_file.write_text(
+        "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(values.items()))
+    )
+    report["workers"] = (
+        f"development mode: `source {env_file}` (LOOPLINE_ENV=dev) before `loopline run`"
+    )
+    _table(report, "local stack")
 
 
 @dev_app.command("down")
@@ -171,6 +185,7 @@ def spec_check(ctx: typer.Context) -> None:
 def _merge_operator_commands() -> None:
     from ops import (
         demo_commands,
+        keys_commands,
         serving_commands,
         status_commands,
         streams_commands,
@@ -183,6 +198,7 @@ def _merge_operator_commands() -> None:
         serving_commands,
         streams_commands,
         demo_commands,
+        keys_commands,
     ):
         if module.app.registered_commands or module.app.registered_groups:
             app.add_typer(module.app)

@@ -17,11 +17,12 @@ checkpoint of a bad lineage cannot undo it.
 
 from __future__ import annotations
 
-from loopline.checkpoints import CheckpointStore
+from loopline.checkpoints import CheckpointStore, manifest_sha256
 from loopline.contracts import Command, CommandKind
 from loopline.errors import CheckpointError, LooplineError
 from loopline.routing import RampState, RampStatus, RoutingStore, RoutingTable, serve_only
 from loopline.settings import Settings
+from loopline.signing import public_key, verdict_refusal
 
 _RAMP_MOVES = {
     CommandKind.PAUSE_RAMP: RampStatus.PAUSED,
@@ -32,12 +33,19 @@ _RAMP_MOVES = {
 
 def verify_servable(settings: Settings, store: RoutingStore, checkpoint_id: str) -> None:
     """Raise :class:`CheckpointError` for a checkpoint serving would refuse."""
-    if not store.is_qualified(checkpoint_id):
-        raise CheckpointError(
-            f"checkpoint {checkpoint_id} was not qualified by the pusher; serving would refuse it"
-        )
-    key = settings.signing_key.get_secret_value().encode()
-    manifest, _ = CheckpointStore(settings.checkpoint_dir, key).load(checkpoint_id)
+    verdict = store.verdict(checkpoint_id)
+    if verdict is None:  # said first: what an operator most likely mistyped
+        refusal = verdict_refusal(None, checkpoint_id, "", public_key(settings, "pusher"))
+        raise CheckpointError(f"{refusal}; serving would refuse it")
+    manifest = CheckpointStore.of(settings).verified(checkpoint_id)
+    refusal = verdict_refusal(
+        verdict,
+        checkpoint_id,
+        manifest_sha256(manifest),
+        public_key(settings, "pusher"),
+    )
+    if refusal is not None:
+        raise CheckpointError(f"{refusal}; serving would refuse it")
     schema = settings.load_spec().schema_hash
     if manifest.schema_hash != schema:
         msg = f"checkpoint {checkpoint_id}: feature schema {manifest.schema_hash} is not serving's {schema}"

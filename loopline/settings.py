@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -86,9 +86,25 @@ class Settings(BaseSettings):
         Path(".loopline/checkpoints"),
         description="LOOPLINE_CHECKPOINT_DIR: where the trainer writes checkpoints.",
     )
-    signing_key: SecretStr = Field(
-        SecretStr("loopline-dev-signing-key"),
-        description="LOOPLINE_SIGNING_KEY: HMAC key that signs checkpoints. Set your own outside development.",
+    env: Literal["production", "dev"] = Field(
+        "production",
+        description="LOOPLINE_ENV: `dev` accepts the well-known development keys, no serving token and an unprotected Redis off loopback; anything else is production, where workers refuse them.",
+    )
+    signing_key: SecretStr | None = Field(
+        None,
+        description="LOOPLINE_SIGNING_KEY: the trainer's Ed25519 private key that signs checkpoints (base64, or the path of a key file from `loopline keys new`); only the trainer holds it.",
+    )
+    trainer_public_key: str | None = Field(
+        None,
+        description="LOOPLINE_TRAINER_PUBLIC_KEY: the trainer's Ed25519 public key (base64 or key file path) that the pusher, serving and operators verify checkpoints with.",
+    )
+    pusher_signing_key: SecretStr | None = Field(
+        None,
+        description="LOOPLINE_PUSHER_SIGNING_KEY: the pusher's Ed25519 private key that signs verdicts (base64 or key file path); only the pusher holds it.",
+    )
+    pusher_public_key: str | None = Field(
+        None,
+        description="LOOPLINE_PUSHER_PUBLIC_KEY: the pusher's Ed25519 public key (base64 or key file path) serving verifies verdicts with.",
     )
     publish_timeout_seconds: float = Field(
         15.0,
@@ -197,15 +213,21 @@ class Settings(BaseSettings):
         """A Redis key in this deployment's namespace."""
         return self.topic_prefix + ":".join(parts)
 
+    @property
+    def dev(self) -> bool:
+        """Whether this is explicit development mode (``LOOPLINE_ENV=dev``)."""
+        return self.env == "dev"
+
     def load_spec(self) -> Spec:
         return load_spec(self.spec)
 
     def to_env(self) -> dict[str, str]:
         """The ``LOOPLINE_*`` variables that make :meth:`from_env` read these settings back."""
         values = self.model_dump(mode="json")
-        values["signing_key"] = self.signing_key.get_secret_value()
-        if self.serving_token is not None:
-            values["serving_token"] = self.serving_token.get_secret_value()
+        for name in ("signing_key", "pusher_signing_key", "serving_token"):
+            secret = getattr(self, name)
+            if secret is not None:
+                values[name] = secret.get_secret_value()
         return {ENV_PREFIX + k.upper(): str(v) for k, v in values.items() if v is not None}
 
     def process_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -291,7 +291,9 @@ def _namespace(settings: Settings) -> tuple[Settings, Path]:
     """The run's own topic prefix, Redis keys, checkpoints and state: a run starts empty."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = settings.state_dir / "demo" / stamp
+    # The demo runs on the local stack with the development keys: explicitly development.
     run = settings.replace(
+        env="dev",
         topic_prefix=f"{settings.topic_prefix}demo-{stamp}.",
         state_dir=run_dir,
         checkpoint_dir=run_dir / "checkpoints",

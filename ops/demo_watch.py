@@ -73,9 +73,7 @@ class Watch:
         self.settings = settings
         self.timeline = timeline
         self.routing = RoutingStore(settings)
-        self.store = CheckpointStore(
-            settings.checkpoint_dir, settings.signing_key.get_secret_value().encode()
-        )
+        self.store = CheckpointStore.of(settings)
         self.metric = timeline.metric
         self.manifests: dict[str, CheckpointManifest] = {}
         self.verdicts: dict[str, dict[str, Any]] = {}

@@ -138,8 +138,7 @@ def _serving(settings: Settings) -> dict[str, Any]:
 
 
 def _newest_checkpoint(settings: Settings, model: str) -> dict[str, Any] | None:
-    key = settings.signing_key.get_secret_value().encode()
-    manifests = CheckpointStore(settings.checkpoint_dir, key).manifests(model)
+    manifests = CheckpointStore.of(settings).manifests(model)
     if not manifests:
         return None
     newest = max(manifests, key=lambda m: m.created_at)

@@ -251,9 +251,8 @@ def replay(
     The way to undo an anomalous stretch learned before it was marked.
     """
     settings = settings_of(ctx)
-    key = settings.signing_key.get_secret_value().encode()
     try:
-        manifest = CheckpointStore(settings.checkpoint_dir, key).verified(from_checkpoint)
+        manifest = CheckpointStore.of(settings).verified(from_checkpoint)
     except CheckpointError as exc:
         raise refuse(f"cannot replay from {from_checkpoint}: {exc}") from None
     spec = settings.load_spec()
@@ -275,8 +274,7 @@ def replay(
 def checkpoints_list(ctx: typer.Context, model: Model = ALL_SCOPES, as_json: Json = False) -> None:
     """Checkpoints, newest first, with lineage, offsets, metrics and whether they verify."""
     settings = settings_of(ctx)
-    key = settings.signing_key.get_secret_value().encode()
-    store = CheckpointStore(settings.checkpoint_dir, key)
+    store = CheckpointStore.of(settings)
     rows = []
     for manifest in store.manifests(None if model == ALL_SCOPES else model):
         try:

@@ -13,12 +13,14 @@ from prometheus_client import start_http_server
 
 from loopline.routing import RoutingContention
 from loopline.settings import Settings
+from loopline.signing import require_safe
 from pusher.worker import Pusher
 
 log = logging.getLogger(__name__)
 
 
 def run(settings: Settings) -> None:
+    require_safe(settings, "pusher")
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

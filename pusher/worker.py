@@ -4,7 +4,9 @@ Three consumers:
 
 - ``checkpoints``, in the pusher's consumer group. An offset is committed only once
   the checkpoint's verdict is in Redis, and a checkpoint with a verdict is never
-  judged twice, so a crash re-reads at most what it had not finished.
+  judged twice, so a crash re-reads at most what it had not finished. Checkpoints are
+  verified with the trainer's public key; each verdict is signed with the pusher's
+  private key over the judged manifest's digest (:mod:`loopline.signing.verdicts`).
 - the tails of ``examples``, ``predictions`` and ``labels``, assigned without a
   group from the last ``tail_records`` of each partition: the holdout slice and the
   online metrics are rebuilt from the topics on start, nothing else to persist.
@@ -26,7 +28,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from loopline.checkpoints import CheckpointStore
+from loopline.checkpoints import CheckpointStore, manifest_sha256
 from loopline.contracts import CheckpointManifest, Example, Label, Prediction, utcnow
 from loopline.errors import CheckpointError, RecordError
 from loopline.heartbeat import Heartbeat
@@ -34,6 +36,7 @@ from loopline.holdout import in_holdout
 from loopline.kafka import consumer_config
 from loopline.routing import RoutingStore
 from loopline.settings import Settings
+from loopline.signing import private_key, sign_verdict
 from loopline.spec import Spec
 from pusher.commands import ControlFollower
 from pusher.metrics import PusherMetrics
@@ -59,8 +62,8 @@ class Pusher:
     ) -> None:
         self.settings = settings
         self.spec = spec or settings.load_spec()
-        key = settings.signing_key.get_secret_value().encode()
-        self.store = CheckpointStore(settings.checkpoint_dir, key)
+        self.store = CheckpointStore.of(settings)
+        self._verdict_key = private_key(settings, "pusher")
         self.routing = RoutingStore(settings)
         self.holdout: deque[Example] = deque(maxlen=holdout_size)
         self.online = OnlineMetrics(self.spec)
@@ -236,18 +239,20 @@ class Pusher:
     ) -> None:
         verdict = "qualified" if qualified else "refused"
         self.verdicts.labels(verdict).inc()
+        # Signed, so that serving trusts the pusher's word and not whoever wrote Redis.
+        document = {
+            "checkpoint_id": manifest.checkpoint_id,
+            "manifest_sha256": manifest_sha256(manifest),
+            "verdict": verdict,
+            "reasons": list(reasons),
+            "figures": figures,
+            "champion": champion,
+            "action": action,
+            "decided_at": utcnow().isoformat(),
+            "manifest": manifest,
+        }
         self.routing.record_verdict(
-            manifest.checkpoint_id,
-            {
-                "checkpoint_id": manifest.checkpoint_id,
-                "verdict": verdict,
-                "reasons": list(reasons),
-                "figures": figures,
-                "champion": champion,
-                "action": action,
-                "decided_at": utcnow(),
-                "manifest": manifest,
-            },
+            manifest.checkpoint_id, sign_verdict(document, self._verdict_key)
         )
 
     def _model(self, checkpoint_id: str) -> Any | None:

@@ -53,6 +53,7 @@ from loopline.publisher import new_event_id
 from loopline.routing import RoutingStore
 from loopline.scoring import score
 from loopline.settings import Settings
+from loopline.signing import public_key
 from loopline.spec import Spec
 from loopline.validation import FeatureValidator
 from serving.breaker import LatencyBreaker
@@ -150,12 +151,10 @@ def build_service(settings: Settings, spec: Spec | None = None) -> Service:
     fast = settings.replace(
         redis_timeout_seconds=settings.serving_redis_timeout_seconds, redis_retries=0
     )
-    store = CheckpointStore(
-        settings.checkpoint_dir, settings.signing_key.get_secret_value().encode()
-    )
+    store = CheckpointStore.of(settings)
     routing = RoutingStore(fast)
     heartbeat = Heartbeat(fast, f"serving.{os.uname().nodename}-{settings.serving_port}")
-    cache = ModelCache(store, spec.schema_hash, routing.is_qualified)
+    cache = ModelCache(store, spec.schema_hash, routing.verdict, public_key(settings, "pusher"))
     follower = RoutingFollower(routing, cache, heartbeat=heartbeat)
     metrics = ServingMetrics(always=(FALLBACK_VERSION,))
     failures = metrics.delivery_failures.labels(settings.topic("predictions"))

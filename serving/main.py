@@ -12,10 +12,12 @@ import logging
 import uvicorn
 
 from loopline.settings import Settings
+from loopline.signing import require_safe
 from serving.app import build_service, create_app
 
 
 def run(settings: Settings) -> None:
+    require_safe(settings, "serving")
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -1,8 +1,11 @@
 """Verified models by checkpoint id: serving never unpickles what does not verify.
 
-A checkpoint loads only if the pusher qualified it, its sha256 and HMAC signature
-check out (:class:`~loopline.checkpoints.CheckpointStore`) and it was trained on
-serving's feature schema. A refusal is remembered with its reason and retried only after
+A checkpoint loads only if its manifest verifies with the trainer's public key and
+names the id asked for, its blob has the signed sha256
+(:class:`~loopline.checkpoints.CheckpointStore`), the pusher's verdict on exactly that
+manifest says qualified and verifies with the pusher's public key
+(:mod:`loopline.signing.verdicts`), and it was trained on serving's feature schema.
+Serving holds public keys only: it can check both signatures, never make one. A refusal is remembered with its reason and retried only after
 ``retry_seconds``, so a bad checkpoint in the routing table costs no request time.
 """
 
@@ -14,9 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from loopline.checkpoints import CheckpointStore
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from loopline.checkpoints import CheckpointStore, manifest_sha256
 from loopline.contracts import CheckpointManifest
 from loopline.errors import CheckpointError
+from loopline.signing import verdict_refusal
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +38,13 @@ class ModelCache:
         self,
         store: CheckpointStore,
         schema_hash: str,
-        qualified: Callable[[str], bool],
+        verdicts: Callable[[str], dict[str, Any] | None],
+        pusher_key: Ed25519PublicKey,
         retry_seconds: float = 5.0,
     ) -> None:
         self._store = store
-        self._qualified = qualified
+        self._verdicts = verdicts
+        self._pusher_key = pusher_key
         self._schema_hash = schema_hash
         self._retry = retry_seconds
         self._loaded: dict[str, Loaded] = {}
@@ -55,12 +63,19 @@ class ModelCache:
         if refusal is not None and time.monotonic() - refusal[1] < self._retry:
             return None
         try:
-            if not self._qualified(checkpoint_id):
-                raise CheckpointError(f"checkpoint {checkpoint_id} was not qualified by the pusher")
-            manifest, model = self._store.load(checkpoint_id)
-            if manifest.schema_hash != self._schema_hash:
-                msg = f"checkpoint {checkpoint_id}: feature schema {manifest.schema_hash} != serving's {self._schema_hash}"
-                raise CheckpointError(msg)
+            verdict = self._verdicts(checkpoint_id)
+
+            def accept(manifest: CheckpointManifest) -> None:  # before anything is unpickled
+                refusal = verdict_refusal(
+                    verdict, checkpoint_id, manifest_sha256(manifest), self._pusher_key
+                )
+                if refusal is not None:
+                    raise CheckpointError(refusal)
+                if manifest.schema_hash != self._schema_hash:
+                    msg = f"checkpoint {checkpoint_id}: feature schema {manifest.schema_hash} != serving's {self._schema_hash}"
+                    raise CheckpointError(msg)
+
+            manifest, model = self._store.load(checkpoint_id, accept)
         except CheckpointError as exc:
             log.error("refusing to serve: %s", exc)
             self._refused[checkpoint_id] = (str(exc), time.monotonic())

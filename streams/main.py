@@ -8,10 +8,12 @@ import faust
 from prometheus_client import start_http_server
 
 from loopline.settings import Settings
+from loopline.signing import require_safe
 from streams.topology import build_app
 
 
 def run(settings: Settings) -> None:
+    require_safe(settings, "streams")
     app = build_app(settings)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)

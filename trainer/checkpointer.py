@@ -25,6 +25,7 @@ from loopline.errors import CheckpointError
 from loopline.lease import Holder
 from loopline.redis_client import redis_client
 from loopline.settings import Settings
+from loopline.signing import private_key
 from loopline.spec import Spec
 from loopline.windows import ExcludedWindows
 from trainer.learner import Counts, Learner, dedup_horizon
@@ -56,8 +57,8 @@ class Checkpointer:
     def __init__(self, settings: Settings, spec: Spec, producer: Producer | None = None) -> None:
         self.settings = settings
         self.spec = spec
-        self._key = settings.signing_key.get_secret_value().encode()
-        self.store = CheckpointStore(settings.checkpoint_dir, self._key)
+        self._key = private_key(settings, "trainer")
+        self.store = CheckpointStore.of(settings, signing=True)
         self._producer = producer
         self._redis: redis.Redis | None = None
         self._identity = (spec.spec_version, spec.schema_hash)

@@ -16,6 +16,7 @@ from prometheus_client import start_http_server
 
 from loopline.errors import LeaseError, LeaseHeld
 from loopline.settings import Settings
+from loopline.signing import require_safe
 from trainer.core import Trainer
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ LEASE_EXIT_STATUS = 3
 
 def run(settings: Settings) -> None:
     """Train until asked to stop, then checkpoint and leave the group cleanly."""
+    require_safe(settings, "trainer")
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

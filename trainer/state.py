@@ -2,20 +2,21 @@
 
 The model blob stays a plain estimator (what the pusher and serving load); this JSON
 file, ``<id>.state``, carries what the trainer needs to resume its metrics
-exactly. It is HMAC-signed with the checkpoint signing key and bound to the
-checkpoint id, and written before the checkpoint, so every manifest has one.
+exactly. It is signed with the trainer's private key and bound to the checkpoint id,
+and written before the checkpoint, so every manifest has one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from loopline.signing.keys import sign, verify
 
 log = logging.getLogger(__name__)
 
@@ -26,20 +27,24 @@ def path_of(directory: Path, checkpoint_id: str) -> Path:
     return directory / f"{checkpoint_id}{SUFFIX}"
 
 
-def _signature(checkpoint_id: str, state: dict[str, Any], key: bytes) -> str:
-    body = orjson.dumps(
+DOMAIN = b"loopline-trainer-state-v1"
+
+
+def _body(checkpoint_id: str, state: dict[str, Any]) -> bytes:
+    return orjson.dumps(
         {"checkpoint_id": checkpoint_id, "state": state},
         option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
     )
-    return hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
-def save_state(directory: Path, checkpoint_id: str, state: dict[str, Any], key: bytes) -> None:
+def save_state(
+    directory: Path, checkpoint_id: str, state: dict[str, Any], key: Ed25519PrivateKey
+) -> None:
     """Write the state atomically (temp file, fsync, rename)."""
     document = {
         "checkpoint_id": checkpoint_id,
         "state": state,
-        "signature": _signature(checkpoint_id, state, key),
+        "signature": sign(key, DOMAIN, _body(checkpoint_id, state)),
     }
     path = path_of(directory, checkpoint_id)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -50,14 +55,16 @@ def save_state(directory: Path, checkpoint_id: str, state: dict[str, Any], key: 
     os.replace(tmp, path)
 
 
-def load_state(directory: Path, checkpoint_id: str, key: bytes) -> dict[str, Any] | None:
+def load_state(
+    directory: Path, checkpoint_id: str, key: Ed25519PrivateKey
+) -> dict[str, Any] | None:
     """The verified state of a checkpoint, or None (logged) if missing or not genuine."""
     path = path_of(directory, checkpoint_id)
     try:
         document = orjson.loads(path.read_bytes())
         state = document["state"]
-        genuine = document["checkpoint_id"] == checkpoint_id and hmac.compare_digest(
-            _signature(checkpoint_id, state, key), str(document["signature"])
+        genuine = document["checkpoint_id"] == checkpoint_id and verify(
+            key.public_key(), DOMAIN, _body(checkpoint_id, state), str(document["signature"])
         )
     except FileNotFoundError:
         log.error("checkpoint %s has no trainer state; metrics restart from zero", checkpoint_id)

@@ -435,9 +435,7 @@ class Ledger:
 def learned_twice(settings: Settings, ledger: Ledger, model: str) -> dict[str, int]:
     """Per lineage, examples its newest checkpoint learned (plus holdout) beyond the
     distinct event ids on ``examples`` below that checkpoint's offsets."""
-    store = CheckpointStore(
-        settings.checkpoint_dir, settings.signing_key.get_secret_value().encode()
-    )
+    store = CheckpointStore.of(settings)
     newest: dict[str, CheckpointManifest] = {}
     for m in store.manifests(model):
         if m.lineage not in newest or m.created_at > newest[m.lineage].created_at:
@@ -452,9 +450,7 @@ def learned_twice(settings: Settings, ledger: Ledger, model: str) -> dict[str, i
 
 def checkpointed_to_end(settings: Settings, model: str, ledger: Ledger) -> bool:
     """The newest checkpoint's offsets cover every example the ledger has read."""
-    store = CheckpointStore(
-        settings.checkpoint_dir, settings.signing_key.get_secret_value().encode()
-    )
+    store = CheckpointStore.of(settings)
     manifests = store.manifests(model)
     if not manifests:
         return False

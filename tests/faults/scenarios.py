@@ -301,8 +301,7 @@ def poison(base: Settings, directory: Path, per_topic: int = 60, good: int = 500
 def _trainer_invalid(s: Scenario) -> int:
     from loopline.checkpoints import CheckpointStore
 
-    key = s.settings.signing_key.get_secret_value().encode()
-    manifests = CheckpointStore(s.settings.checkpoint_dir, key).manifests(_model(s))
+    manifests = CheckpointStore.of(s.settings).manifests(_model(s))
     if not manifests:
         return 0
     newest = max(manifests, key=lambda m: m.created_at)

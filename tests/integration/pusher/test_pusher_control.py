@@ -8,7 +8,12 @@ from loopline.control import make_command, send
 from loopline.routing import RoutingStore, serve_only
 from loopline.settings import Settings
 from loopline.spec import DEFAULT_SPEC, load_spec
-from tests.integration.serving.serving_support import pusher, store_of, wait_for
+from tests.integration.serving.serving_support import (
+    pusher,
+    record_qualified,
+    store_of,
+    wait_for,
+)
 from tests.unit.pusher.pusher_support import ConstantModel, save
 
 
@@ -18,7 +23,7 @@ def test_the_pusher_applies_serving_commands_from_control_once(settings: Setting
     routing = RoutingStore(settings)
     for cid in ("ck-1", "ck-2", "ck-3"):
         save(store, spec, cid, ConstantModel(0.1))
-        routing.record_verdict(cid, {"checkpoint_id": cid, "verdict": "qualified"})
+        record_qualified(settings, routing, cid)
         routing.update(lambda t, _, c=cid: (serve_only(t, c, "test"), None), "test")  # type: ignore[misc]
     # Sent before the pusher ever followed control: history, never replayed.
     send(settings, make_command(CommandKind.KILL_SWITCH_ON, reason="last week"))

@@ -24,7 +24,7 @@ SPEC = load_spec(DEFAULT_SPEC)
 def store(redis_url: str, tmp_path: Path) -> Iterator[RoutingStore]:
     prefix = f"t{uuid.uuid4().hex[:10]}."
     settings = Settings.from_env(
-        {}, redis_url=redis_url, topic_prefix=prefix, state_dir=tmp_path / "state"
+        {}, redis_url=redis_url, topic_prefix=prefix, state_dir=tmp_path / "state", env="dev"
     )
     store = RoutingStore(settings)
     yield store

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -24,6 +25,7 @@ from pusher.worker import Pusher
 from tests.integration.serving.serving_support import (
     hang,
     private_redis,
+    record_qualified,
     resume,
     store_of,
     wait_for,
@@ -35,8 +37,8 @@ TIMEOUT = 0.5
 BOUND = 3 * TIMEOUT + 0.5
 
 
-def _serve(routing: RoutingStore, cid: str) -> None:
-    routing.record_verdict(cid, {"checkpoint_id": cid, "verdict": "qualified"})
+def _serve(settings: Settings, routing: RoutingStore, cid: str) -> None:
+    record_qualified(settings, routing, cid)
     routing.update(lambda t, _: (serve_only(t, cid, "test"), None), "test")
 
 
@@ -54,7 +56,7 @@ def test_routing_calls_and_the_cli_fail_within_the_timeout(
     bounded = settings.replace(redis_timeout_seconds=TIMEOUT)
     with private_redis(bounded, tmp_path / "redis") as (s, server):
         routing = RoutingStore(s)
-        _serve(routing, "ck-1")
+        _serve(s, routing, "ck-1")
         hang(server)
         try:
             calls = {
@@ -91,12 +93,12 @@ def test_a_command_whose_apply_fails_midway_is_applied_once_redis_is_back(
         routing = RoutingStore(s)
         for cid in ("ck-1", "ck-2"):
             save(store_of(s), spec, cid, ConstantModel(0.1))
-            _serve(routing, cid)
+            _serve(s, routing, cid)
         worker = Pusher(s, spec, tick_seconds=0.1)
-        checked = worker.routing.is_qualified
+        checked = worker.routing.verdict
         hung = threading.Event()
 
-        def hang_midway(checkpoint_id: str) -> bool:
+        def hang_midway(checkpoint_id: str) -> dict[str, Any] | None:
             # The rollback has read its target; Redis hangs before the change is written.
             if not hung.is_set():
                 hung.set()
@@ -104,7 +106,7 @@ def test_a_command_whose_apply_fails_midway_is_applied_once_redis_is_back(
                 threading.Timer(2.0, resume, (server,)).start()
             return checked(checkpoint_id)
 
-        monkeypatch.setattr(worker.routing, "is_qualified", hang_midway)
+        monkeypatch.setattr(worker.routing, "verdict", hang_midway)
         stop = threading.Event()
         thread = threading.Thread(target=run_until, args=(worker, stop, 1.0), daemon=True)
         thread.start()

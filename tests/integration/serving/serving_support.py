@@ -14,11 +14,14 @@ from typing import TypeVar
 import uvicorn
 from confluent_kafka import Producer
 
-from loopline.checkpoints import CheckpointStore
-from loopline.contracts import CheckpointManifest, Example
+from loopline.checkpoints import CheckpointStore, manifest_sha256
+from loopline.contracts import CheckpointManifest, Example, utcnow
 from loopline.devstack import Managed, free_port, start_redis
+from loopline.errors import CheckpointError
 from loopline.kafka import producer_config
+from loopline.routing import RoutingStore
 from loopline.settings import Settings
+from loopline.signing import private_key, sign_verdict
 from loopline.spec import Spec
 from pusher.worker import Pusher
 from serving.app import Service, build_service, create_app
@@ -37,9 +40,25 @@ def wait_for(check: Callable[[], T | None], what: str, timeout: float = 30.0) ->
 
 
 def store_of(settings: Settings) -> CheckpointStore:
-    return CheckpointStore(
-        settings.checkpoint_dir, settings.signing_key.get_secret_value().encode()
-    )
+    """The checkpoint store, signing with the trainer's (development) key."""
+    return CheckpointStore.of(settings, signing=True)
+
+
+def record_qualified(settings: Settings, routing: RoutingStore, checkpoint_id: str) -> None:
+    """Record the pusher's signed verdict that a stored checkpoint qualified, as the
+    pusher does (with its development key); a checkpoint not stored gets one on no
+    manifest, which qualifies nothing."""
+    try:
+        digest = manifest_sha256(store_of(settings).manifest(checkpoint_id))
+    except CheckpointError:
+        digest = "no manifest"
+    document = {
+        "checkpoint_id": checkpoint_id,
+        "manifest_sha256": digest,
+        "verdict": "qualified",
+        "decided_at": utcnow().isoformat(),
+    }
+    routing.record_verdict(checkpoint_id, sign_verdict(document, private_key(settings, "pusher")))
 
 
 def produce(settings: Settings, topic: str, records: Sequence[tuple[str, bytes]]) -> None:

@@ -17,7 +17,12 @@ from loopline.scoring import score
 from loopline.settings import Settings
 from loopline.spec import DEFAULT_SPEC, Spec, load_spec
 from loopline.validation import FeatureValidator
-from tests.integration.serving.serving_support import serving, store_of, wait_for
+from tests.integration.serving.serving_support import (
+    record_qualified,
+    serving,
+    store_of,
+    wait_for,
+)
 from tests.kafka_support import read_topic
 from tests.unit.pusher.pusher_support import RaisingModel, SlowModel, examples, save, train
 
@@ -38,9 +43,7 @@ def route_all(settings: Settings, checkpoint_id: str) -> int:
     """Serve one checkpoint to everyone, as if the pusher had qualified and pushed it."""
     store = RoutingStore(settings)
     try:
-        store.record_verdict(
-            checkpoint_id, {"checkpoint_id": checkpoint_id, "verdict": "qualified"}
-        )
+        record_qualified(settings, store, checkpoint_id)
         return store.update(
             lambda t, _: (serve_only(t, checkpoint_id, "test"), None), "test"
         ).version

@@ -12,7 +12,7 @@ from loopline.routing import RampStatus, RoutingStore, serve_only, split
 from loopline.settings import Settings
 from loopline.spec import DEFAULT_SPEC, load_spec
 from pusher.ramp import start
-from tests.integration.serving.serving_support import store_of
+from tests.integration.serving.serving_support import record_qualified, store_of
 from tests.unit.pusher.pusher_support import ConstantModel, save
 
 
@@ -36,7 +36,7 @@ def test_rollback_pin_and_kill_switch(settings: Settings, routing: RoutingStore)
     store = store_of(settings)
     for cid in ("ck-1", "ck-2", "ck-bad"):
         save(store, spec, cid, ConstantModel(0.1))
-        routing.record_verdict(cid, {"checkpoint_id": cid, "verdict": "qualified"})
+        record_qualified(settings, routing, cid)
     blob = Path(settings.checkpoint_dir) / "ck-bad.model"
     blob.write_bytes(blob.read_bytes() + b"x")
     for cid in ("ck-1", "ck-2"):
@@ -81,7 +81,7 @@ def test_a_second_rollback_goes_further_back(settings: Settings, routing: Routin
     store = store_of(settings)
     for cid in ("ck-0", "ck-1", "ck-2"):
         save(store, spec, cid, ConstantModel(0.1))
-        routing.record_verdict(cid, {"checkpoint_id": cid, "verdict": "qualified"})
+        record_qualified(settings, routing, cid)
         routing.update(lambda t, _, c=cid: (serve_only(t, c, "test"), None), "test")  # type: ignore[misc]
     loopline(settings, "rollback", "--reason", "ck-2 is bad")
     assert routing.table().champion == "ck-1"

@@ -13,6 +13,7 @@ from loopline.spec import DEFAULT_SPEC, load_spec
 from tests.integration.serving.serving_support import (
     hang,
     private_redis,
+    record_qualified,
     resume,
     serving,
     store_of,
@@ -33,7 +34,7 @@ def test_readiness_is_503_while_redis_hangs_and_200_once_it_answers(
     with private_redis(settings, tmp_path / "redis") as (private, server):
         save(store_of(private), spec, "ck-a", train(spec, examples(500, seed=3)))
         routing = RoutingStore(private)
-        routing.record_verdict("ck-a", {"checkpoint_id": "ck-a", "verdict": "qualified"})
+        record_qualified(private, routing, "ck-a")
         routing.update(lambda t, _: (serve_only(t, "ck-a", "test"), None), "test")
         routing.close()
         with serving(private, spec) as (url, _), httpx.Client(base_url=url, timeout=10) as client:

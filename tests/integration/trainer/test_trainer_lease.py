@@ -23,6 +23,7 @@ from loopline.errors import LeaseHeld, LeaseLost
 from loopline.holdout import in_holdout
 from loopline.lease import Lease, lease_key, trainer_lease_name
 from loopline.settings import Settings
+from loopline.signing import private_key
 from loopline.spec import load_spec
 from tests.integration.trainer.trainer_support import (
     newest,
@@ -215,7 +216,7 @@ def test_a_trainer_paused_past_its_lease_is_taken_over_and_writes_nothing_after(
     assert taken_over == before
     assert set(ids[: len(before)]) == before
     assert {m.lineage for m in line} == {line[0].lineage}
-    key = lease_settings.signing_key.get_secret_value().encode()
+    key = private_key(lease_settings, "trainer")
     writers = {
         i: (load_state(lease_settings.checkpoint_dir, i, key) or {})["writer"]["pid"] for i in ids
     }

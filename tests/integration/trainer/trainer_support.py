@@ -111,9 +111,7 @@ def step_until(trainer: Trainer, predicate: Callable[[], Any], timeout: float, w
 
 
 def store_of(settings: Settings) -> CheckpointStore:
-    return CheckpointStore(
-        settings.checkpoint_dir, settings.signing_key.get_secret_value().encode()
-    )
+    return CheckpointStore.of(settings)
 
 
 def newest(settings: Settings, model: str) -> CheckpointManifest | None:

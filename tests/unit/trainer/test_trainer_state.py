@@ -3,10 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trainer.state import delete_orphans, load_state, path_of, save_state
 
-KEY = b"k"
+KEY = Ed25519PrivateKey.generate()
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -24,7 +25,7 @@ def test_tampered_moved_or_missing_state_is_refused(tmp_path: Path) -> None:
     save_state(tmp_path, "m-1", {"counts": {"learned": 3}}, KEY)
     path_of(tmp_path, "m-2").write_bytes(path_of(tmp_path, "m-1").read_bytes())
     assert load_state(tmp_path, "m-2", KEY) is None
-    assert load_state(tmp_path, "m-1", b"other") is None
+    assert load_state(tmp_path, "m-1", Ed25519PrivateKey.generate()) is None
     assert load_state(tmp_path, "nope", KEY) is None
     path_of(tmp_path, "m-3").write_bytes(b"{garbage")
     assert load_state(tmp_path, "m-3", KEY) is None

@@ -1,0 +1,86 @@
+"""What a worker refuses to start with outside development mode.
+
+Development mode (``LOOPLINE_ENV=dev``) is explicit. Anywhere else a worker does not
+start on the well-known development keys or with a key it needs missing, with serving
+bound off loopback without a bearer token, or with a Redis off loopback that asks for
+no password: each is how a default deployment ends up serving what anyone signed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+from urllib.parse import urlparse
+
+from loopline.errors import ConfigError
+from loopline.settings import ENV_PREFIX, Settings
+from loopline.signing.keys import Signer, private_key, public_key
+
+Worker = Literal["streams", "trainer", "pusher", "serving"]
+
+#: (signer, private?) keys each worker needs
+NEEDS: dict[Worker, tuple[tuple[Signer, bool], ...]] = {
+    "streams": (),
+    "trainer": (("trainer", True),),
+    "pusher": (("trainer", False), ("pusher", True)),
+    "serving": (("trainer", False), ("pusher", False)),
+}
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _redis_refusal(url: str) -> str | None:
+    parsed = urlparse(url)
+    if parsed.scheme == "unix" or is_loopback(parsed.hostname) or parsed.password:
+        return None
+    return (
+        f"{ENV_PREFIX}REDIS_URL points at {parsed.hostname} without a password: put one in "
+        "the URL (redis://user:password@host:port/db)"
+    )
+
+
+def refusals(settings: Settings, worker: Worker) -> list[str]:
+    """Everything that stops ``worker`` from starting with these settings."""
+    found = []
+    for signer, private in NEEDS[worker]:
+        try:
+            (private_key if private else public_key)(settings, signer)
+        except ConfigError as exc:
+            found.append(str(exc))
+    if settings.dev:
+        return found
+    for owner, key in (("trainer", "signing_key"), ("pusher", "pusher_signing_key")):
+        if worker != owner and getattr(settings, key) is not None:
+            found.append(
+                f"{ENV_PREFIX}{key.upper()} is set for {worker}: a private key belongs to its "
+                "signer only; give the others the public key"
+            )
+    if (redis := _redis_refusal(settings.redis_url)) is not None:
+        found.append(redis)
+    open_bind = not is_loopback(settings.serving_host)
+    if worker == "serving" and settings.serving_token is None and open_bind:
+        found.append(
+            f"{ENV_PREFIX}SERVING_TOKEN is not set while serving binds "
+            f"{settings.serving_host}: set a bearer token, or bind loopback"
+        )
+    return found
+
+
+def require_safe(settings: Settings, worker: Worker) -> None:
+    """Raise :class:`ConfigError` naming every setting to fix unless ``worker`` may start."""
+    found = refusals(settings, worker)
+    if found:
+        msg = (
+            f"{worker} refuses to start outside development mode ({ENV_PREFIX}ENV="
+            f"{settings.env}): " + "; ".join(found)
+        )
+        raise ConfigError(msg)
