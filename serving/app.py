@@ -6,11 +6,15 @@ features, asks the model the routing table assigns to the entity (sticky by
 model comes from the spec's fallback, with ``fallback: true`` and a reason (a model
 that keeps exceeding the spec's per-prediction budget is skipped for a while, see
 :mod:`serving.breaker`); bad input
-gets a 4xx naming what was wrong; nothing turns into a 500.
+gets a 4xx naming what was wrong; nothing turns into a 500. A body over 64 KiB is
+refused (413) before it is read (:func:`serving.request.read_body`), and a request
+answered without reading its body (401, 413) closes its connection, so the rest of
+the body is never taken in.
 
 A request never waits on Redis on the event loop: the online-feature read (and the
 scoring with it) runs in a worker thread, so a slow Redis slows only the requests that
-read it, each bounded by ``LOOPLINE_SERVING_REDIS_TIMEOUT_SECONDS``.
+read it, each bounded by ``LOOPLINE_SERVING_REDIS_TIMEOUT_SECONDS``. The probes and
+``/metrics`` read only what the routing follower's thread last saw.
 
 Probes. ``/healthz`` (also ``/readyz``) is readiness: 200 only while this instance
 serves what the routing table says; otherwise 503, with the machine-readable
@@ -21,8 +25,11 @@ fallback answers). A kill switch is an operator's order, not a fault: it stays 2
 ``/livez`` is liveness: 200 while the routing follower's loop turns, 503 if it died or
 hung; restart on that one, route traffic away on the other.
 
-With ``LOOPLINE_SERVING_TOKEN`` set, ``/predict`` needs ``Authorization: Bearer <token>``;
-the probes and ``/metrics`` stay open for probes and scrapers.
+With ``LOOPLINE_SERVING_TOKEN`` set, ``/predict`` and the HTTP port's ``/metrics`` need
+``Authorization: Bearer <token>``, and ``/healthz`` answers a caller without it only
+``status`` and ``reasons`` (the routing table, checkpoint ids and why a checkpoint was
+refused are for the token's holders). Prometheus scrapes the metrics port,
+``LOOPLINE_METRICS_PORT``, as it does the other workers.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ import redis
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from feature_repo.online import OnlineFeatures
 from loopline.checkpoints import CheckpointStore
@@ -62,7 +70,7 @@ from serving.follower import RoutingFollower
 from serving.metrics import ServingMetrics
 from serving.models import ModelCache
 from serving.predictions import PredictionLog
-from serving.request import BadRequest, parse
+from serving.request import BadRequest, parse, read_body
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +79,8 @@ STALE_AFTER_SECONDS = 10.0
 #: Liveness fails once the routing follower finished no round for this long (a model
 #: load happens inside a round).
 LIVE_WITHIN_SECONDS = 120.0
+#: Sent with an answer given before the body was read: the rest is never taken in.
+CLOSE = {"Connection": "close"}
 
 
 class FeatureReader(Protocol):
@@ -104,12 +114,23 @@ class Service:
         self.failing: set[str] = set()
         token = self.settings.serving_token
         self.token = None if token is None else f"Bearer {token.get_secret_value()}".encode()
+        self.metrics.registry.before_scrape = self.observe
 
     def authorised(self, request: Request) -> bool:
         if self.token is None:
             return True
         given = request.headers.get("authorization", "").encode()
         return hmac.compare_digest(given, self.token)
+
+    def observe(self) -> None:
+        """Set the gauges that describe this instance, for the scrape about to happen."""
+        snap, metrics = self.follower.current, self.metrics
+        metrics.routing_version.set(snap.table.version)
+        shares = {r.checkpoint_id: r.percent for r in snap.table.routes}
+        metrics.serving(shares, self.follower.created())
+        metrics.refused.set(len(self.follower.refused))
+        metrics.dropped.set(self.predictions.dropped)
+        metrics.ready.set(0 if readiness(self)[0] else 1)
 
     def predict(
         self, entity_id: str, features: dict[str, FeatureValue]
@@ -221,14 +242,20 @@ def create_app(service: Service) -> FastAPI:
             return _json(
                 {"reason": "unauthorised", "detail": "missing or wrong bearer token"},
                 status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
+                headers={"WWW-Authenticate": "Bearer", **CLOSE},
             )
         try:
-            req = parse(await request.body())
+            raw = await read_body(request.stream(), request.headers.get("content-length"))
+            req = parse(raw)
             features, _ = service.validator.validate(req.features, impute=True)
+        except ClientDisconnect:
+            metrics.requests.labels("disconnected").inc()
+            return Response(status_code=400)  # nobody reads it
         except BadRequest as exc:
             metrics.requests.labels("rejected").inc()
-            return _json(exc.body(), status_code=exc.status)
+            # Refused unread: closing the connection stops taking in the rest.
+            headers = CLOSE if exc.status == 413 else None
+            return _json(exc.body(), status_code=exc.status, headers=headers)
         except RecordError as exc:
             metrics.requests.labels("rejected").inc()
             return _json({"reason": exc.reason.value, "detail": exc.detail}, status_code=422)
@@ -276,8 +303,11 @@ def create_app(service: Service) -> FastAPI:
     # validation machinery would only add time to every request.
     app.add_route("/predict", predict, methods=["POST"])
 
-    async def ready(_: Request) -> Response:
+    async def ready(request: Request) -> Response:
         reasons, body = readiness(service)
+        if not service.authorised(request):
+            # A load balancer needs the code; what serves and why is for operators.
+            body = {"status": body["status"], "reasons": reasons}
         return _json(body, status_code=503 if reasons else 200)
 
     app.add_route("/healthz", ready, methods=["GET"])
@@ -289,15 +319,15 @@ def create_app(service: Service) -> FastAPI:
             return _json({"status": "ok"})
         return _json({"status": "down", "reasons": ["routing_follower_stopped"]}, 503)
 
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        snap = service.follower.current
-        metrics.routing_version.set(snap.table.version)
-        shares = {r.checkpoint_id: r.percent for r in snap.table.routes}
-        metrics.serving(shares, service.follower.created())
-        metrics.refused.set(len(service.follower.refused))
-        metrics.dropped.set(service.predictions.dropped)
-        metrics.ready.set(0 if readiness(service)[0] else 1)
+    async def prometheus(request: Request) -> Response:
+        if not service.authorised(request):
+            return _json(
+                {"reason": "unauthorised", "detail": "scrape the metrics port, or send the token"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_route("/metrics", prometheus, methods=["GET"])
 
     return app

@@ -1,5 +1,9 @@
 """Serving's Prometheus metrics, in a registry of their own (one per app).
 
+Gauges that describe the instance (routing version, readiness, what serves) are set
+just before each scrape (:class:`ScrapedRegistry`), on the metrics port
+(``LOOPLINE_METRICS_PORT``) as on the HTTP port's ``/metrics``.
+
 Series labelled by model version follow the routing table: a version that stopped
 serving leaves the metrics (at once for gauges, :data:`RETIRE_AFTER_SECONDS` later for
 the answers counted), so a long-running instance does not keep a series for every
@@ -10,14 +14,40 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import RestrictedRegistry
 
 #: How long the answers of a version that left the routing table are still exported:
 #: several scrape intervals, so the last ones counted are scraped before the series goes.
 RETIRE_AFTER_SECONDS = 900.0
+
+
+def _nothing() -> None:
+    return None
+
+
+class ScrapedRegistry(CollectorRegistry):
+    """A registry that calls :attr:`before_scrape` before each collection.
+
+    prometheus_client's HTTP server and :func:`~prometheus_client.generate_latest`
+    both go through :meth:`collect` (or :meth:`restricted_registry` for a
+    ``name[]`` filter), so every scrape sees gauges as of that scrape.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.before_scrape: Callable[[], None] = _nothing
+
+    def collect(self) -> Iterable[Metric]:
+        self.before_scrape()
+        yield from super().collect()
+
+    def restricted_registry(self, names: Iterable[str]) -> RestrictedRegistry:
+        self.before_scrape()
+        return super().restricted_registry(names)
 
 
 class ServingNow:
@@ -119,7 +149,7 @@ class Answers:
 class ServingMetrics:
     def __init__(self, always: Collection[str] = ()) -> None:
         """``always``: versions whose answers are never retired (the fallback's)."""
-        self.registry = CollectorRegistry()
+        self.registry = ScrapedRegistry()
         r = self.registry
         self.requests = Counter(
             "loopline_serving_requests", "Requests to /predict by outcome.", ["outcome"], registry=r

@@ -1,4 +1,8 @@
-"""Parsing a ``/predict`` body: every way it can be wrong is a 4xx with the reason.
+"""Reading and parsing a ``/predict`` body: every way it can be wrong is a 4xx with the reason.
+
+:func:`read_body` refuses a body over :data:`MAX_BODY_BYTES` before holding it: at
+once when its ``Content-Length`` says so, else as soon as the bytes streamed in pass
+the limit, so a caller cannot make serving buffer more than that, chunked or not.
 
 >>> parse(b'{"entity_id": "u1", "features": {"price": 3}}').entity_id
 'u1'
@@ -10,6 +14,7 @@ serving.request.BadRequest: 422 missing_field: entity_id must be a non-empty str
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 
 import orjson
@@ -53,6 +58,24 @@ def _id(obj: dict[str, object], name: str, required: bool) -> str | None:
     if len(value) > MAX_ID_CHARS:
         raise BadRequest(422, Reason.TOO_LARGE, f"{name} is longer than {MAX_ID_CHARS} characters")
     return value
+
+
+async def read_body(
+    chunks: AsyncIterable[bytes], content_length: str | None, limit: int = MAX_BODY_BYTES
+) -> bytes:
+    """The whole body, or a 413 raised without reading past ``limit`` bytes."""
+    if content_length is not None:
+        if not content_length.isdigit():
+            raise BadRequest(400, "bad_content_length", f"Content-Length {content_length!r}")
+        if int(content_length) > limit:
+            raise BadRequest(413, Reason.TOO_LARGE, f"body of {content_length} bytes > {limit}")
+    parts, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(413, Reason.TOO_LARGE, f"body of more than {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def parse(raw: bytes) -> PredictRequest:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import typer
@@ -13,7 +15,10 @@ import typer.main
 import yaml
 
 from loopline.cli import app
+from loopline.heartbeat import worker_key
 from loopline.settings import Settings
+from loopline.signing.guard import Worker, require_safe
+from loopline.signing.keys import write_key_pair
 
 ROOT = Path(__file__).parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -71,7 +76,9 @@ def test_service_environment_is_valid_settings(name: str) -> None:
     }
     settings = Settings.from_env(env)
     assert settings.kafka_bootstrap == "kafka:9092"
-    assert settings.redis_url == "redis://redis:6379/0"
+    url = urlsplit(settings.redis_url)
+    assert (url.hostname, url.port, url.path, url.password) == ("redis", 6379, "/0", "x")
+    assert url.username == ("serving" if name == "serving" else "")
 
 
 def test_redis_persists_with_aof_and_kafka_runs_kraft() -> None:
@@ -122,11 +129,9 @@ def _scrape_targets() -> list[tuple[str, str, int]]:
 
 
 def _metrics_port(service: dict[str, Any]) -> int:
-    """Where a worker serves /metrics: serving on its HTTP port, the others on their own."""
-    env = service["environment"]
-    if service["command"] == ["run", "serving"]:
-        return int(env["LOOPLINE_SERVING_PORT"])
-    return int(env["LOOPLINE_METRICS_PORT"])
+    """Where a worker serves /metrics: every one on its metrics port (serving's public
+    port answers /metrics only to the token)."""
+    return int(service["environment"]["LOOPLINE_METRICS_PORT"])
 
 
 def test_every_worker_is_scraped_on_the_port_it_serves_metrics_on() -> None:
@@ -169,4 +174,136 @@ def test_grafana_provisions_prometheus_and_the_dashboards() -> None:
     found = re.fullmatch(r"http://prometheus:(\d+)", url)
     assert found is not None, url
     port = found.group(1)
-    assert f"{port}:{port}" in COMPOSE["services"]["prometheus"]["ports"]
+    assert f"127.0.0.1:{port}:{port}" in COMPOSE["services"]["prometheus"]["ports"]
+
+
+# -- hardening ---------------------------------------------------------------------------
+
+REQUIRED = re.compile(r"\$\{(?P<name>[A-Z_]+):\?[^}]+\}")
+
+
+def _required(value: str) -> str:
+    """The environment variable ``value`` must come from, which compose requires."""
+    found = REQUIRED.fullmatch(value)
+    assert found is not None, f"{value!r} is not a required ${{VAR:?...}}"
+    return found.group("name")
+
+
+def _redis_command() -> list[str]:
+    return [str(arg) for arg in COMPOSE["services"]["redis"]["command"]]
+
+
+def _redis_user(name: str) -> list[str]:
+    """The rules of an ACL user declared with ``--user name ...`` on redis-server's line."""
+    command = _redis_command()
+    at = [i for i, arg in enumerate(command) if arg == "--user" and command[i + 1] == name]
+    assert len(at) == 1, f"no --user {name} in {command}"
+    rules = command[at[0] + 2 :]
+    end = next((i for i, arg in enumerate(rules) if arg.startswith("--")), len(rules))
+    return rules[:end]
+
+
+def test_secrets_come_from_the_environment_and_are_required() -> None:
+    serving = COMPOSE["services"]["serving"]["environment"]
+    assert _required(serving["LOOPLINE_SERVING_TOKEN"]) == "LOOPLINE_SERVING_TOKEN"
+    grafana = COMPOSE["services"]["grafana"]["environment"]
+    assert _required(grafana["GF_SECURITY_ADMIN_PASSWORD"]) == "GF_ADMIN_PASSWORD"
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    for name, service in _loopline_services().items():
+        env = service["environment"]
+        for key in ("LOOPLINE_TRAINER_PUBLIC_KEY", "LOOPLINE_PUSHER_PUBLIC_KEY"):
+            assert _required(env[key]) == key, name
+
+
+def test_each_private_key_reaches_only_the_worker_that_signs() -> None:
+    holders = {
+        key: sorted(n for n, s in _loopline_services().items() if key in s["environment"])
+        for key in ("LOOPLINE_SIGNING_KEY", "LOOPLINE_PUSHER_SIGNING_KEY")
+    }
+    assert holders == {
+        "LOOPLINE_SIGNING_KEY": ["trainer"],
+        "LOOPLINE_PUSHER_SIGNING_KEY": ["pusher"],
+    }
+
+
+@pytest.mark.parametrize("worker", ["streams", "trainer", "pusher", "serving"])
+def test_every_worker_would_start_in_production_with_real_keys(
+    worker: Worker, tmp_path: Path
+) -> None:
+    """Compose's environment, with fresh keys and passwords filled in, passes the checks a
+    worker makes before it starts outside development mode."""
+    keys = {signer: write_key_pair(tmp_path, signer) for signer in ("trainer", "pusher")}
+    values = {
+        "LOOPLINE_SIGNING_KEY": str(keys["trainer"].private),
+        "LOOPLINE_PUSHER_SIGNING_KEY": str(keys["pusher"].private),
+        "LOOPLINE_TRAINER_PUBLIC_KEY": str(keys["trainer"].public),
+        "LOOPLINE_PUSHER_PUBLIC_KEY": str(keys["pusher"].public),
+    }
+
+    def fill(value: object) -> str:
+        return re.sub(
+            r"\$\{([A-Z_]+)[^}]*\}", lambda m: values.get(m.group(1), "s3cret"), str(value)
+        )
+
+    env = {k: fill(v) for k, v in _loopline_services()[worker]["environment"].items()}
+    require_safe(Settings.from_env(env), worker)
+
+
+def test_redis_requires_a_password_and_every_worker_sends_one() -> None:
+    command = _redis_command()
+    password = _required(command[command.index("--requirepass") + 1])
+    assert password == "LOOPLINE_REDIS_PASSWORD"
+    assert "${" + password in COMPOSE["services"]["redis"]["environment"]["REDISCLI_AUTH"]
+    serving_password = _required(_redis_user("serving")[1][1:])
+    for name, service in _loopline_services().items():
+        url = service["environment"]["LOOPLINE_REDIS_URL"]
+        found = re.fullmatch(r"redis://(\w*):(\$\{[^}]+\})@redis:6379/0", url)
+        assert found is not None, (name, url)
+        wanted = serving_password if name == "serving" else password
+        assert _required(found.group(2)) == wanted, name
+
+
+def test_serving_redis_user_reads_and_writes_only_its_heartbeat() -> None:
+    rules = _redis_user("serving")
+    assert rules[0] == "on" and rules[1].startswith(">")
+    assert "resetkeys" in rules and "-@all" in rules
+    assert not {"~*", "allkeys", "+@all", "allcommands", "+@write", "nopass"} & set(rules)
+    assert "%R~*" in rules
+    writable = [r[len("%W~") :] for r in rules if r.startswith("%W~")]
+    granted = {r[1:] for r in rules if r.startswith("+")}
+    assert granted == {"@read", "@connection", "set"}
+    env = {
+        k: re.sub(r"\$\{[^}]+\}", "x", str(v))
+        for k, v in COMPOSE["services"]["serving"]["environment"].items()
+    }
+    settings = Settings.from_env(env)
+
+    def may_write(key: str) -> bool:
+        return any(fnmatch.fnmatchcase(key, pattern) for pattern in writable)
+
+    assert may_write(worker_key(settings, f"serving.host-{settings.serving_port}"))
+    for key in ("routing", "kill_switch", "ramp", "pin", "verdict:ck-1", "worker:pusher"):
+        assert not may_write(settings.key(key)), key
+
+
+def test_checkpoints_are_mounted_read_write_only_where_written() -> None:
+    mounted = {}
+    for name, service in COMPOSE["services"].items():
+        for volume in service.get("volumes", []):
+            source, target, *mode = volume.split(":")
+            if source == "checkpoints":
+                assert target == service["environment"]["LOOPLINE_CHECKPOINT_DIR"]
+                mounted[name] = mode
+    assert mounted == {"trainer": [], "pusher": ["ro"], "serving": ["ro"]}
+
+
+def test_ports_are_published_on_loopback_except_serving() -> None:
+    published = {}
+    for name, service in COMPOSE["services"].items():
+        for port in service.get("ports", []):
+            published[name] = str(port)
+            if name != "serving":
+                assert str(port).startswith("127.0.0.1:"), (name, port)
+    assert published["serving"] == "8080:8080"
+    # Kafka and Redis only inside the compose network.
+    assert not {"kafka", "redis", "kafka-exporter"} & set(published)

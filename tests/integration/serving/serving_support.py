@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
@@ -136,3 +140,83 @@ def resume(server: Managed) -> None:
     pid = server.pid()
     if pid is not None:
         os.kill(pid, signal.SIGCONT)
+
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@contextmanager
+def serving_process(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``loopline run serving`` as a real process with the test's settings, stopped after."""
+    env = settings.process_env()
+    env["PYTHONPATH"] = str(ROOT)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from loopline.cli import main; main()", "run", "serving"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The process's peak resident set (``VmHWM``), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
+
+
+def offer_body(
+    port: int,
+    chunks: Iterable[bytes],
+    *,
+    content_length: int | None,
+    headers: Sequence[str] = (),
+) -> tuple[bytes, int]:
+    """POST ``chunks`` to ``/predict`` on a raw socket, reading while sending.
+
+    Returns the response's status line and how many body bytes were sent. The answer is
+    read as soon as it arrives: a server that refuses a body early closes the
+    connection, and a client that only reads once it has sent everything (most do)
+    would see the reset instead of the answer.
+    """
+    framing = (
+        "Transfer-Encoding: chunked"
+        if content_length is None
+        else f"Content-Length: {content_length}"
+    )
+    head = "\r\n".join(
+        ["POST /predict HTTP/1.1", f"Host: 127.0.0.1:{port}", framing, *headers, "", ""]
+    )
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head.encode())
+        for chunk in chunks:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if readable:
+                break
+            data = chunk if content_length is not None else b"%x\r\n%s\r\n" % (len(chunk), chunk)
+            try:
+                sock.sendall(data)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+        else:
+            if content_length is None:
+                sock.sendall(b"0\r\n\r\n")
+        answer = b""
+        with suppress(ConnectionResetError):
+            while b"\r\n" not in answer and (part := sock.recv(4096)):
+                answer += part
+    return answer.split(b"\r\n", 1)[0], sent

@@ -64,3 +64,19 @@ def test_the_scrape_retires_with_the_table_in_force() -> None:
     metrics.predictions.inc("ck-1", False)
     metrics.serving({"ck-2": 100.0}, {})
     assert metrics.predictions.versions() == {"ck-1"}  # left, within the grace period
+
+
+def test_gauges_are_set_before_every_scrape_filtered_or_not() -> None:
+    metrics = ServingMetrics()
+    scrapes: list[int] = []
+
+    def observe() -> None:
+        scrapes.append(1)
+        metrics.routing_version.set(len(scrapes))
+
+    metrics.registry.before_scrape = observe
+    assert "loopline_serving_routing_version 1.0" in generate_latest(metrics.registry).decode()
+    value = metrics.registry.get_sample_value("loopline_serving_routing_version")
+    assert value == 2.0
+    only = metrics.registry.restricted_registry(["loopline_serving_routing_version"])
+    assert "loopline_serving_routing_version 3.0" in generate_latest(only).decode()
