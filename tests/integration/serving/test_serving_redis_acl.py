@@ -19,7 +19,13 @@ from loopline.heartbeat import worker_key
 from loopline.routing import RoutingStore, serve_only
 from loopline.settings import Settings
 from loopline.spec import DEFAULT_SPEC, load_spec
-from tests.integration.serving.serving_support import ROOT, serving_process, store_of, wait_for
+from tests.integration.serving.serving_support import (
+    ROOT,
+    record_qualified,
+    serving_process,
+    store_of,
+    wait_for,
+)
 from tests.unit.pusher.pusher_support import examples, save, train
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -75,7 +81,7 @@ def test_serving_runs_as_the_compose_redis_user_which_cannot_route(
         save(store_of(settings), spec, "ck-a", train(spec, examples(500, seed=3)))
         pusher_url = f"redis://:{PASSWORDS['LOOPLINE_REDIS_PASSWORD']}@127.0.0.1:{port}/0"
         routing = RoutingStore(settings.replace(redis_url=pusher_url))
-        routing.record_verdict("ck-a", {"checkpoint_id": "ck-a", "verdict": "qualified"})
+        record_qualified(settings, routing, "ck-a")
         routing.update(lambda t, _: (serve_only(t, "ck-a", "test"), None), "test")
         routing.close()
         url = f"redis://serving:{PASSWORDS['LOOPLINE_REDIS_SERVING_PASSWORD']}@127.0.0.1:{port}/0"
