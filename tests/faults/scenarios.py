@@ -410,7 +410,9 @@ def broker_restarted_empty(base: Settings, directory: Path, events: int = 500) -
         s.ledger.close()
         s.ledger = Ledger(s.settings)
         traffic = publish(s.settings, event_ids("after", events))
-        figures = _finish(s, "broker_empty", traffic, fault_over, timeout=45)
+        # Every partition is rebuilt, and its replaced logs found, once per failed attempt
+        # (the producer of the old broker fails fatally at first): allow for it.
+        figures = _finish(s, "broker_empty", traffic, fault_over, timeout=120)
         figures.notes["books_balance_when_empty"] = verdict_empty.balanced
         # A balance claimed over an empty broker hides what it lost.
         figures.notes["false_balance"] += int(verdict_empty.balanced)
