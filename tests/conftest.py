@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from feature_repo.definitions import project_name
 from loopline.devstack import free_port, redis_answers, start_broker, start_redis
 from loopline.kafka import create_topics
 from loopline.settings import Settings
@@ -104,9 +105,11 @@ def settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[S
     yield settings
     client = redis.Redis.from_url(redis_url)
     with client:
-        keys = list(client.scan_iter(f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
+        # The test's keys: its prefix, and the online store's (Feast's end with the project).
+        for pattern in (f"{prefix}*", f"*{project_name(prefix)}"):
+            keys = list(client.scan_iter(match=pattern, count=1000))
+            if keys:
+                client.delete(*keys)
 
 
 @pytest.fixture
