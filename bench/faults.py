@@ -47,7 +47,7 @@ LONG: dict[str, Run] = {
     "sigstop": lambda s, d: scenarios.pause_streams(s, d, events=10_000, paused_s=20.0),
     "redis": lambda s, d: scenarios.redis_faults(s, d, events=10_000, hung_s=30.0, down_s=15.0),
     "broker_cut": lambda s, d: scenarios.broker_cut(s, d, events=10_000, cut_s=120.0),
-    "poison": lambda s, d: scenarios.poison(s, d, per_topic=500, good=5_000),
+    "poison": lambda s, d: scenarios.poison(s, d, per_topic=20_000, good=5_000),
     "backfill": lambda s, d: scenarios.backfill_again(s, d, events=10_000),
     "two_trainers": lambda s, d: scenarios.two_trainers(s, d, events=10_000),
     "clock_ahead": lambda s, d: scenarios.clock_ahead(s, d, events=10_000, ahead_s=60.0),

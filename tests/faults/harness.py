@@ -6,14 +6,15 @@ the embedded stack, publishes events and their labels with known event ids
 cut off behind a :class:`~tests.forwarder.Forwarder` or restarted empty) and then
 counts, from what the broker holds (:class:`Ledger`):
 
-- ``lost``: published event ids found neither on ``examples`` nor on ``deadletter``;
+- ``lost``: published event ids found neither on ``examples`` nor on ``deadletter``,
+  and published labels missing from their example (``labels_lost``);
 - ``emitted_twice``: extra copies of an event id on ``examples``;
 - ``learned_twice``: per trainer lineage, examples learned (``examples_seen`` plus the
   holdout) beyond the distinct event ids below the checkpoint's offsets.
 
 It also asks ``loopline accounting`` (the real command) whether the books balance: the
 books must not say so while the ledger finds records unprocessed
-(:func:`false_balance`). Used by ``tests/faults/`` (short runs) and ``bench/faults.py``
+(:func:`false_balance`), nor while a fault holds records up (:func:`probe_books`). Used by ``tests/faults/`` (short runs) and ``bench/faults.py``
 (long runs); nothing here asserts.
 """
 
@@ -40,8 +41,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from loopline import accounting
 from loopline.checkpoints import CheckpointStore
-from loopline.contracts import CheckpointManifest, FeatureValue
+from loopline.contracts import CheckpointManifest, Example, FeatureValue
 from loopline.devstack import Managed, free_port, start_redis, tansu_binary
+from loopline.errors import RecordError
 from loopline.kafka import consumer_config, create_topics, topic_sizes, wait_for_broker
 from loopline.publisher import Publisher
 from loopline.settings import Settings
@@ -237,6 +239,11 @@ def event_ids(tag: str, count: int, start: int = 0) -> list[str]:
     return [f"{tag}-{i:07d}" for i in range(start, start + count)]
 
 
+def expected_label(event_id: str) -> int:
+    """The label :class:`Traffic` publishes for an event id of :func:`event_ids`."""
+    return int(event_id[-1]) % 2
+
+
 @dataclass
 class Traffic:
     """Events with known ids, each followed by its label, at a steady pace in a thread.
@@ -267,7 +274,7 @@ class Traffic:
                         pub.event(entity, GOOD, now, event_id=event_id)
                         if self.labels:
                             pub.label(
-                                event_id, entity, int(event_id[-1]) % 2, now + self.label_shift
+                                event_id, entity, expected_label(event_id), now + self.label_shift
                             )
                         self.published.append(event_id)
                     pub.flush()
@@ -353,21 +360,23 @@ class Ledger:
         return read
 
     def _example(self, partition: int, offset: int, key: bytes | None, raw: bytes | None) -> None:
+        """Counted as the trainer decodes it: poison on ``examples`` is not an example."""
         try:
-            obj = orjson.loads(raw or b"")
-            self.examples.append(
-                Emitted(
-                    partition,
-                    offset,
-                    str(obj["event_id"]),
-                    float(obj["label"]),
-                    bool(obj.get("label_observed", True)),
-                    key,
-                    raw or b"",
-                )
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            example = Example.from_json(raw or b"")
+        except RecordError:
             self.undecodable_examples += 1
+            return
+        self.examples.append(
+            Emitted(
+                partition,
+                offset,
+                example.event_id,
+                example.label,
+                example.label_observed,
+                key,
+                raw or b"",
+            )
+        )
 
     def _deadletter(
         self, key: bytes | None, raw: bytes | None, headers: list[tuple[str, bytes]]
@@ -403,6 +412,16 @@ class Ledger:
         emitted = self.example_ids()
         dead = self.deadlettered_events()
         return [i for i in dict.fromkeys(published) if i not in emitted and i not in dead]
+
+    def mislabelled(self, published: list[str]) -> list[str]:
+        """Published events whose example lacks the label published for them: the label
+        was lost (deadlettered, or the default applied although it came in time)."""
+        wanted = set(published)
+        first: dict[str, Emitted] = {}
+        for e in self.examples:
+            if e.event_id in wanted:
+                first.setdefault(e.event_id, e)
+        return [i for i, e in first.items() if not e.label_observed or e.label != expected_label(i)]
 
     def emitted_twice(self) -> int:
         return sum(n - 1 for n in self.example_ids().values() if n > 1)
@@ -485,7 +504,8 @@ def accounting_cli(settings: Settings, timeout: float = 60) -> Verdict:
         check=False,
     )
     out = proc.stdout + proc.stderr
-    balanced = proc.returncode == 0 and "books balance" in out
+    # "books balance for what was read; N events not yet read" claims no balance.
+    balanced = proc.returncode == 0 and re.search(r"^books balance$", out, re.M) is not None
     return Verdict(balanced, proc.returncode, out)
 
 
@@ -495,6 +515,31 @@ def unprocessed(settings: Settings) -> int:
     books = accounting.read(settings)
     published = topic_sizes(settings, ("events",)).get("events", 0)
     return published - books.get("events") + books.get("pending")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What ``loopline accounting`` said while a fault held work up, and how fast."""
+
+    balanced: bool
+    seconds: float
+    exit_code: int
+
+
+def probe_books(settings: Settings) -> Probe:
+    """Ask the books while a fault holds records unprocessed: they must answer, and must
+    not say they balance."""
+    started = time.monotonic()
+    verdict = accounting_cli(settings)
+    return Probe(verdict.balanced, round(time.monotonic() - started, 1), verdict.exit_code)
+
+
+def record_probes(figures: Figures, probes: list[Probe]) -> None:
+    """Probes that found the books balanced while work was held up are false balances."""
+    figures.notes["books_during_fault"] = [
+        {"balanced": p.balanced, "seconds": p.seconds, "exit_code": p.exit_code} for p in probes
+    ]
+    figures.notes["false_balance"] += sum(p.balanced for p in probes)
 
 
 def false_balance(verdict: Verdict, lost: int) -> int:
@@ -545,7 +590,13 @@ class Scenario:
         self, name: str, published: list[str], recovery_s: float, model: str | None = None
     ) -> Figures:
         lost = self.ledger.lost(published)
-        figures = Figures(name, len(lost), self.ledger.emitted_twice(), 0, recovery_s)
+        mislabelled = self.ledger.mislabelled(published)
+        figures = Figures(
+            name, len(lost) + len(mislabelled), self.ledger.emitted_twice(), 0, recovery_s
+        )
+        figures.notes["labels_lost"] = len(mislabelled)
+        if mislabelled:
+            figures.notes["labels_lost_sample"] = mislabelled[:5]
         if model is not None:
             per_lineage = learned_twice(self.settings, self.ledger, model)
             figures.learned_twice = sum(max(0, n) for n in per_lineage.values())
@@ -556,6 +607,13 @@ class Scenario:
         figures.notes["published"] = len(set(published))
         figures.notes["examples"] = len(self.ledger.examples)
         figures.notes["deadlettered"] = len(self.ledger.deadletters)
+        reasons = Counter(
+            f"{str(d.get('source_topic', '?')).removeprefix(self.settings.topic_prefix)}:"
+            f"{d.get('reason', '?')}"
+            for d in self.ledger.deadletters
+        )
+        if reasons:
+            figures.notes["deadletter_reasons"] = dict(reasons.most_common(6))
         if lost:
             figures.notes["lost_sample"] = lost[:5]
         return figures

@@ -5,13 +5,11 @@ settle and returns the :class:`~tests.faults.harness.Figures` it measured; none 
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import Producer
 
@@ -26,13 +24,16 @@ from tests.faults.harness import (
     checkpointed_to_end,
     event_ids,
     false_balance,
+    probe_books,
     publish,
+    record_probes,
     restart_redis,
     scenario,
     signal_server,
     streams_ready,
     wait_for,
 )
+from tests.faults.poison import TOPICS, poison_values
 
 SESSION_TIMEOUT_S = 6.0
 
@@ -133,10 +134,14 @@ def pause_streams(
         traffic = Traffic(s.settings, event_ids("stop", events), per_second=200).start()
         wait_for(lambda: len(traffic.published) > events // 4, 60, "traffic")
         s.procs.signal("streams-0", signal.SIGSTOP)
-        time.sleep(paused_s)
+        stopped = time.monotonic()
+        time.sleep(1.0)  # within the session timeout: its partitions are held up
+        probes = [probe_books(s.settings)]
+        time.sleep(max(0.0, paused_s - (time.monotonic() - stopped)))
         s.procs.signal("streams-0", signal.SIGCONT)
         figures = _finish(s, "sigstop", traffic, time.monotonic())
         figures.notes["paused_s"] = paused_s
+        record_probes(figures, probes)
         return figures
 
 
@@ -156,7 +161,9 @@ def redis_faults(
         s.ledger.update()
         before = len(s.ledger.examples)
         signal_server(s.redis, signal.SIGSTOP)
-        time.sleep(hung_s)
+        hung = time.monotonic()
+        probes = [probe_books(s.settings)]  # the books live in the hung Redis
+        time.sleep(max(0.0, hung_s - (time.monotonic() - hung)))
         s.ledger.update()
         during_hang = len(s.ledger.examples) - before
         signal_server(s.redis, signal.SIGCONT)
@@ -168,6 +175,7 @@ def redis_faults(
             s, "redis", traffic, time.monotonic(), trainer=True, supervise=("trainer",)
         )
         figures.notes["examples_during_hang"] = during_hang
+        record_probes(figures, probes)
         return figures
 
 
@@ -186,85 +194,20 @@ def broker_cut(base: Settings, directory: Path, events: int = 2000, cut_s: float
         ).start()
         wait_for(lambda: len(traffic.published) > events // 4, 60, "traffic")
         s.broker.forwarder.cut()
-        time.sleep(cut_s)
+        cut = time.monotonic()
+        time.sleep(1.0)
+        probes = [probe_books(s.settings)]  # no broker: nothing can be said to balance
+        time.sleep(max(0.0, cut_s - (time.monotonic() - cut)))
         s.broker.forwarder.restore()
         figures = _finish(s, "broker_cut", traffic, time.monotonic(), trainer=True, timeout=120)
         figures.notes["cut_s"] = cut_s
+        record_probes(figures, probes)
         return figures
 
 
 # -- 5. poison -----------------------------------------------------------------------
 
-EDGE_TS = (
-    "9999-12-31T23:59:59-10:00",
-    "0001-01-01T00:00:00+14:00",
-    "1970-01-01T00:00:00Z",
-    "2024-02-30T25:61:61Z",
-    "",
-    "NaN",
-    1e308,
-    -1,
-)
-
-
-def _nested(depth: int) -> Any:
-    value: Any = 0
-    for _ in range(depth):
-        value = {"a": [value]}
-    return value
-
-
-def poison_values(rng: random.Random, count: int) -> list[bytes]:
-    """Hostile record values: random bytes, bad JSON, edge timestamps, NaN/inf, huge and
-    deeply nested JSON, wrong types, invalid UTF-8."""
-    fixed: list[bytes] = [
-        b"",
-        b"null",
-        b"[]",
-        b'"a string"',
-        b"{",
-        b"\xff\xfe\xfa",
-        b'{"event_id": "\xc3\x28", "entity_id": "u1"}',
-        b'{"event_id": NaN, "ts": Infinity}',
-        b'{"event_id": 1, "entity_id": [], "ts": {}, "features": "x", "label": "1"}',
-        b'{"event_id": "p", "entity_id": "u1", "ts": "2024-01-01T00:00:00Z", "features": {"price": 1e999}}',
-        b'{"x": "' + b"y" * 200_000 + b'"}',
-        b'{"deep": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
-        _json({"deep": _nested(2000)}),
-    ]
-    for ts in EDGE_TS:
-        fixed.append(
-            _json(
-                {
-                    "event_id": f"poison-{ts}",
-                    "entity_id": "u1",
-                    "ts": ts,
-                    "features": {"price": 1.0, "hour": 1, "device": "mobile"},
-                    "label": 1,
-                    "command_id": "c",
-                    "kind": "pause",
-                    "scope": "*",
-                    "issued_at": ts,
-                    "issued_by": "x",
-                }
-            )
-        )
-    out = list(fixed)
-    while len(out) < count:
-        out.append(os.urandom(rng.randint(1, 300)))
-    return out[:count]
-
-
-def _json(obj: Any) -> bytes:
-    import json
-
-    try:
-        return json.dumps(obj).encode()
-    except RecursionError:
-        return b"{}"
-
-
-POISON_TOPICS = ("events", "labels", "examples", "predictions", "control")
+POISON_KEYS = (b"u1", b"u7", b"\xff\xfe", b"", None)
 
 
 def poison(base: Settings, directory: Path, per_topic: int = 60, good: int = 500) -> Figures:
@@ -276,10 +219,11 @@ def poison(base: Settings, directory: Path, per_topic: int = 60, good: int = 500
         s.procs.start("pusher", "pusher", s.settings)
         producer = Producer(producer_config(s.settings, **{"message.max.bytes": 10_000_000}))
         values = poison_values(rng, per_topic)
-        for name in POISON_TOPICS:
+        for name in TOPICS:
             for value in values:
-                producer.produce(s.settings.topic(name), value, b"u1")
-        assert producer.flush(30) == 0
+                producer.produce(s.settings.topic(name), value, rng.choice(POISON_KEYS))
+                producer.poll(0)
+            assert producer.flush(60) == 0
         traffic = publish(s.settings, event_ids("good", good))
         figures = _finish(s, "poison", traffic, time.monotonic(), trainer=True)
         dead: dict[str, int] = {}
