@@ -100,6 +100,9 @@ def changelog_topic_config() -> dict[str, str]:
         "max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES),
         # Only closed segments are compacted: a short one keeps restores short.
         "segment.ms": str(6 * _HOUR_MS),
+        # A key written after a partition's last commit record is put back on restore to
+        # the value before it: that value must not be compacted away meanwhile.
+        "min.compaction.lag.ms": str(_HOUR_MS),
     }
 
 

@@ -11,15 +11,16 @@ State lives in a changelog-backed table (``MutableMapping[bytes, bytes]``), keye
 - ``f|<entity_id>``: the entity's feature state, dropped once its longest window and a
   label horizon have passed in event time without a change (state stays bounded by
   the entities active recently, not by every entity ever seen);
-- ``commit``: the commit record: source offsets applied, output positions, the
-  accounting counts, and every key the last batch changed (a write-ahead record).
+- ``commit``: the commit record: source offsets applied, output positions and the
+  accounting counts.
 
 A batch is made durable in this order: its outputs (examples, deadletters) are
-acknowledged, then the commit record, then the keys it lists. The commit record is
-one message, so after a crash the table holds exactly the state of some commit (its
-listed keys are re-applied on restore). Outputs acknowledged after that commit are
-found again by reading the output partitions from the recorded positions
-(:meth:`PartitionState.suppress`), so a replayed record never emits twice.
+acknowledged, then the keys it changed, each once, then the commit record. Keys written
+after the last commit record are put back as of that commit on restore (see
+:mod:`streams.changelog`), so after a crash the table holds exactly the state of some
+commit. Outputs acknowledged after that commit are found again by reading the output
+partitions from the recorded positions (:meth:`PartitionState.suppress`), so a
+replayed record never emits twice.
 
 A batch that fails before its commit is durable is undone in memory
 (:meth:`PartitionState.rollback`): the table returns to the last commit and the
@@ -34,7 +35,7 @@ import heapq
 import logging
 import uuid
 import zlib
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,14 +46,15 @@ from loopline.accounting import REJECTED
 from loopline.contracts import Example, Features, FeatureValue
 from loopline.errors import Reason, RecordError
 from loopline.spec import Spec
+from streams.changelog import commit_key
 from streams.features import EntityFeatureSpec, EntityState
 from streams.health import HealthMonitor
 from streams.records import RecordDecoder
 
 ORPHAN_GRACE = 5.0
-# A commit record stays well under Kafka's default 1 MB ``max.message.bytes``: a batch
-# whose changes grow past this is committed early (see ``Runtime.process``).
-COMMIT_RECORD_BUDGET = 448 * 1024
+# A batch whose changes grow past this is committed early (see ``Runtime.process``): it
+# bounds the undo kept in memory and the tail a restore puts back.
+BATCH_BUDGET = 448 * 1024
 log = logging.getLogger("loopline.streams")
 EVENTS, LABELS = "events", "labels"
 
@@ -79,7 +81,7 @@ class Batch:
     changes: dict[bytes, bytes | None] = field(default_factory=dict)
     entities: set[str] = field(default_factory=set)
     undo: dict[bytes, bytes | None] = field(default_factory=dict)  # values as of the commit
-    size: int = 0  # bytes the changes take in the commit record
+    size: int = 0  # bytes the changes take in the changelog
 
 
 def _epoch(ts: datetime) -> float:
@@ -91,12 +93,8 @@ def fingerprint(key: bytes | None, value: bytes | None) -> int:
     return zlib.crc32(value or b"", zlib.crc32(key or b""))
 
 
-def _wal_size(key: bytes, raw: bytes | None) -> int:
-    """Bytes a change takes in the commit record: both escaped as JSON strings."""
-    size = len(key) + key.count(b'"') + key.count(b"\\") + 6  # quotes, colon, comma
-    if raw is not None:
-        size += len(raw) + raw.count(b'"') + raw.count(b"\\")
-    return size
+def _change_size(key: bytes, raw: bytes | None) -> int:
+    return len(key) + (0 if raw is None else len(raw))
 
 
 def _forget_at(marker: dict[str, Any]) -> float:
@@ -114,6 +112,7 @@ class PartitionState:
         spec: Spec,
         table: MutableMapping[bytes, bytes],
         health: HealthMonitor,
+        tail: Mapping[bytes, bytes | None] | None = None,
     ) -> None:
         self.partition = partition
         self.spec = spec
@@ -139,18 +138,21 @@ class PartitionState:
         self._queued: set[str] = set()  # entities in _idle
         self._keep = self._entity_spec.keep_seconds + self._horizon
         self._event_time = 0.0  # the latest event time read on this partition
+        self._events_read_at = 0.0  # when (wall clock) the last events record was applied
+        self._label_time = 0.0  # the latest label time read on this partition
+        self._labels_read_at: float | None = None  # wall clock; None: before the first tick
         self.emitted_examples: set[str] = set()
         self.emitted_deadletters: set[tuple[str, int]] = set()
         self._gaps: set[str] = set()
         self._behind: set[str] = set()
         self._started: set[str] = set()
         self.tips: dict[str, int] = {}  # fingerprint of the last applied record per topic
-        # The last commit's keys, re-applied on restore: written again before the next
-        # commit record (same changelog partition, so in order), not carried in it.
+        # Keys put back as of the last commit on restore: written again before the next
+        # commit record (same changelog partition, so in order).
         self.rewrite: dict[bytes, bytes | None] = {}
         self.lineage = uuid.uuid4().hex  # replaced by the commit's, if there is one
         self.seq = 0  # the number of the last commit in this lineage
-        self._restore()
+        self._restore(tail or {})
 
     # -- keys and state -------------------------------------------------------------
 
@@ -161,18 +163,21 @@ class PartitionState:
         raw = self.table.get(key)
         return None if raw is None else orjson.loads(raw)  # type: ignore[no-any-return]
 
+    def _set(self, key: bytes, raw: bytes | None) -> None:
+        if raw is None:
+            self.table.pop(key, None)
+        else:
+            self.table[key] = raw
+
     def _put(self, key: bytes, value: dict[str, Any] | None) -> None:
         raw = None if value is None else orjson.dumps(value)
         batch = self.batch
         if key not in batch.undo:
             batch.undo[key] = self.table.get(key)
-        if raw is None:
-            self.table.pop(key, None)
-        else:
-            self.table[key] = raw
+        self._set(key, raw)
         if key in batch.changes:
-            batch.size -= _wal_size(key, batch.changes[key])
-        batch.size += _wal_size(key, raw)
+            batch.size -= _change_size(key, batch.changes[key])
+        batch.size += _change_size(key, raw)
         batch.changes[key] = raw
 
     def rollback(self) -> None:
@@ -182,17 +187,17 @@ class PartitionState:
         build a new one from the table (as on assignment).
         """
         for key, raw in self.batch.undo.items():
-            if raw is None:
-                self.table.pop(key, None)
-            else:
-                self.table[key] = raw
+            self._set(key, raw)
         self.batch = Batch()
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
 
-    def _restore(self) -> None:
-        commit = self._get(self._key("commit", "last"))
+    def _restore(self, tail: Mapping[bytes, bytes | None]) -> None:
+        for key, raw in tail.items():  # written after the last commit: not part of it
+            self._set(key, raw)
+            self.rewrite[key] = raw
+        commit = self._get(commit_key(self.partition))
         if commit is not None:
             self.applied.update(commit["applied"])
             self.outputs = commit["outputs"]
@@ -200,12 +205,10 @@ class PartitionState:
             self.lineage = commit.get("lineage", self.lineage)
             self.seq = commit.get("seq", 0)
             self.tips = commit.get("tips", {})
-            for key, value in commit["changes"].items():
+            # Commit records of earlier releases carried the batch's changes.
+            for key, value in commit.get("changes", {}).items():
                 raw = None if value is None else value.encode()
-                if raw is None:
-                    self.table.pop(key.encode(), None)
-                else:
-                    self.table[key.encode()] = raw
+                self._set(key.encode(), raw)
                 self.rewrite[key.encode()] = raw
         skip = len(self._prefix)
         for key in [k for k in self.table if k.startswith(self._prefix)]:
@@ -357,6 +360,7 @@ class PartitionState:
     def on_event(self, offset: int, key: bytes | None, raw: bytes | None, now: datetime) -> None:
         if not self._next(EVENTS, offset, key, raw):
             return
+        self._events_read_at = now.timestamp()
         self._count("events")
         try:
             event, features, imputed = self._decoder.event(key, raw, now)
@@ -389,6 +393,7 @@ class PartitionState:
     def on_label(self, offset: int, key: bytes | None, raw: bytes | None, now: datetime) -> None:
         if not self._next(LABELS, offset, key, raw):
             return
+        self._labels_read_at = now.timestamp()
         self._count("labels")
         try:
             label = self._decoder.label(key, raw, now)
@@ -404,6 +409,7 @@ class PartitionState:
             "r": (raw or b"").decode(),
             "at": now.timestamp(),
         }
+        self._label_time = max(self._label_time, held["ts"])
         record = self._get(self._key("e", label.event_id))
         if record is None:
             okey = self._key("l", label.event_id)
@@ -459,7 +465,15 @@ class PartitionState:
         labels."""
         t = now.timestamp()
         self._evict_idle()
+        # An event's horizon passes once labels read on this partition are past it, or
+        # once no label was read for a while: a backlog of labels still being read (after
+        # a restart, a lagging worker) may hold its label.
+        if self._labels_read_at is None:
+            self._labels_read_at = t
+        labels_quiet = t - self._labels_read_at > ORPHAN_GRACE
         while self._due and self._due[0][0] < t and not self.full:
+            if not labels_quiet and self._due[0][0] + ORPHAN_GRACE >= self._label_time:
+                break
             _, event_id = heapq.heappop(self._due)
             record = self._get(self._key("e", event_id))
             if record is not None and record["s"] == "w":
@@ -470,12 +484,14 @@ class PartitionState:
             if record is not None and record["s"] != "w" and _forget_at(record) < t:
                 self._put(self._key("e", event_id), None)
         # A waiting label gives up once events read on this partition are well past its
-        # time (a backlog of events may be read after the labels), or after a horizon.
+        # time, or once no event was read for a horizon after it came: while a backlog of
+        # events is still being read (the labels may be read ahead of it), it waits.
         patience = max(ORPHAN_GRACE, self._horizon)
         for event_id, (label_ts, arrived) in list(self._orphans.items()):
             if self.full:
                 return  # the rest on the next tick, after this commit
-            if label_ts + ORPHAN_GRACE >= self._event_time and arrived + patience >= t:
+            quiet_since = max(arrived, self._events_read_at)
+            if label_ts + ORPHAN_GRACE >= self._event_time and quiet_since + patience >= t:
                 continue
             del self._orphans[event_id]
             okey = self._key("l", event_id)
@@ -527,18 +543,16 @@ class PartitionState:
             self._put(key, None)
             self._count("entities_evicted")
 
-    def commit_record(
-        self, outputs: dict[str, int]
-    ) -> tuple[bytes, bytes, list[tuple[bytes, bytes | None]]]:
-        """The commit message and the keys to write after it.
+    def to_changelog(self, outputs: dict[str, int]) -> list[tuple[bytes, bytes | None]]:
+        """What the changelog gets for this batch, in order: every changed key once (and
+        the keys put back on restore), then the commit record.
 
         The batch stays open (and can be rolled back) until :meth:`committed`.
         """
         self.outputs.update(outputs)
-        ckey = self._key("commit", "last")
+        ckey = commit_key(self.partition)
         if ckey not in self.batch.undo:
             self.batch.undo[ckey] = self.table.get(ckey)
-        changes = self.batch.changes
         record = {
             "lineage": self.lineage,
             "seq": self.seq + 1,
@@ -546,22 +560,23 @@ class PartitionState:
             "applied": self.applied,
             "outputs": self.outputs,
             "counts": self.counts,
-            "changes": {k.decode(): None if v is None else v.decode() for k, v in changes.items()},
         }
         raw = orjson.dumps(record)
         self.table[ckey] = raw
-        return ckey, raw, list(changes.items())
+        writes = {**self.rewrite, **self.batch.changes}
+        writes.pop(ckey, None)
+        return [*writes.items(), (ckey, raw)]
 
     def committed(self) -> None:
-        """The commit record and its keys are durable: start the next batch."""
+        """The keys and the commit record are durable: start the next batch."""
         self.seq += 1
         self.rewrite = {}
         self.batch = Batch()
 
     @property
     def full(self) -> bool:
-        """The batch should be committed before it takes more (see COMMIT_RECORD_BUDGET)."""
-        return self.batch.size > COMMIT_RECORD_BUDGET
+        """The batch should be committed before it takes more (see BATCH_BUDGET)."""
+        return self.batch.size > BATCH_BUDGET
 
     @property
     def dirty(self) -> bool:

@@ -1,7 +1,7 @@
 """What a streams worker does with each batch of records, outside faust's own machinery.
 
 Per batch: process records per partition, apply the label horizon, then commit
-(outputs acknowledged, then the partition's commit record and state changes, see
+(outputs acknowledged, then the partition's state changes and its commit record, see
 :mod:`streams.partition`), then hand accounting, metrics and online features to the
 background. Faust does not commit the source offsets (the source topics are not
 acked); the worker commits them itself, after the outputs are durable and before the
@@ -29,6 +29,7 @@ from loopline.control import make_command, send
 from loopline.settings import Settings
 from loopline.spec import Spec
 from streams import metrics
+from streams.changelog import Tails, commit_key
 from streams.health import HealthMonitor
 from streams.outputs import (
     SOURCE_PARTITION,
@@ -72,6 +73,7 @@ class Runtime:
         commit_offsets: CommitOffsets | None = None,
         owned: Owned | None = None,
         ready: Callable[[], bool] | None = None,
+        tails: Tails | None = None,
     ) -> None:
         self.settings = settings
         self.spec = spec
@@ -81,6 +83,7 @@ class Runtime:
         self._commit_offsets = commit_offsets
         self._owned = owned or (lambda: None)
         self._ready = ready or (lambda: True)
+        self.tails = tails or Tails()  # what the changelog's replay left uncommitted
         self.topics = {settings.topic(EVENTS): EVENTS, settings.topic(LABELS): LABELS}
         self.topics_by_name = {name: topic for topic, name in self.topics.items()}
         self.examples_topic = settings.topic("examples")
@@ -125,7 +128,14 @@ class Runtime:
         """The partition's state, built from its last commit and positioned there."""
         state = self.partitions.get(p)
         if state is None:
-            state = PartitionState(p, self.spec, self.table, self.health)
+            tail = self.tails.take(p)
+            if tail:
+                log.warning(
+                    "partition %d: %d keys written after its last commit put back as of it",
+                    p,
+                    len(tail),
+                )
+            state = PartitionState(p, self.spec, self.table, self.health, tail)
             examples = await self._run(
                 read_back,
                 self.settings,
@@ -190,10 +200,12 @@ class Runtime:
     async def purge(self, partitions: Iterable[int]) -> None:
         """Forget the table keys of partitions this worker no longer holds: if one comes
         back, its state is recovered from the changelog alone, tombstones included."""
+        partitions = list(partitions)
         gone = {f"{p}|".encode() for p in partitions}
         if not gone:
             return
         async with self.lock:
+            self.tails.forget(partitions)
             for key in [k for k in self.table if k[: k.find(b"|") + 1] in gone]:
                 del self.table[key]
 
@@ -207,11 +219,14 @@ class Runtime:
     def _drop(self, states: Iterable[PartitionState]) -> None:
         """Undo the open batch of each and forget it: it is rebuilt from its last commit."""
         for state in states:
-            # The batch's commit record may have landed though its flush failed: the keys it
-            # changed are written again, as of the last commit, before the next commit.
+            # The batch's keys may have landed though its flush failed: they are written
+            # again, as of the last commit, before the next commit record (as are the keys
+            # its restore put back, not written yet).
             carry = self._carry.setdefault(state.partition, {})
-            for key, raw in state.batch.undo.items():
-                carry.setdefault(key, raw)
+            ckey = commit_key(state.partition)
+            for key, raw in [*state.rewrite.items(), *state.batch.undo.items()]:
+                if key != ckey:
+                    carry.setdefault(key, raw)
             state.rollback()
             if self.partitions.get(state.partition) is state:
                 del self.partitions[state.partition]
@@ -350,11 +365,7 @@ class Runtime:
                 positions["deadletter"] = end
             for row in state.feature_rows():
                 self._rows[row[0]] = row
-            for state_key, state_value in state.rewrite.items():
-                sink.produce(self.changelog, p, state_key, state_value)
-            ckey, record, changes = state.commit_record(positions)
-            sink.produce(self.changelog, p, ckey, record)
-            for state_key, state_value in changes:
+            for state_key, state_value in state.to_changelog(positions):
                 sink.produce(self.changelog, p, state_key, state_value)
         await self._run(sink.flush)
         for state in states:

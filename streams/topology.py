@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import faust
@@ -25,6 +25,7 @@ from faust.types import TP
 
 from loopline.kafka import MAX_MESSAGE_BYTES, changelog_topic_config
 from loopline.settings import Settings
+from streams.changelog import Tails
 from streams.runtime import Runtime
 
 log = logging.getLogger("loopline.streams")
@@ -34,6 +35,19 @@ BATCH_WITHIN = 0.5
 TICK_SECONDS = 0.5
 MAX_FETCH_BYTES = 64 * 1024 * 1024
 COMMIT_TIMEOUT_SECONDS = 15.0
+
+
+class StateTable(faust.Table[bytes, bytes]):
+    """faust's table, telling :class:`~streams.changelog.Tails` what the changelog
+    replays into it."""
+
+    tails: Tails | None = None
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        events = list(batch)
+        if self.tails is not None:
+            self.tails.observe(((e.message.key, e.message.value) for e in events), self.data.get)
+        super().apply_changelog_batch(events)
 
 
 def app_id(settings: Settings) -> str:
@@ -65,6 +79,7 @@ def build_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         datadir=str(datadir),
+        Table=StateTable,
     )
     source = app.topic(
         settings.topic("events"),
@@ -75,6 +90,7 @@ def build_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         acks=False,
     )
+    tails = Tails()
     table = app.Table(
         "state",
         key_type=bytes,
@@ -82,6 +98,8 @@ def build_app(settings: Settings) -> faust.App:
         partitions=settings.partitions,
         extra_topic_configs=changelog_topic_config(),
     )
+    assert isinstance(table, StateTable)
+    table.tails = tails
 
     async def seek(topic: str, partition: int, offset: int) -> None:
         await app.consumer.seek(TP(topic, partition), offset)
@@ -119,6 +137,7 @@ def build_app(settings: Settings) -> faust.App:
         commit_offsets=commit_offsets,
         owned=owned,
         ready=ready,
+        tails=tails,
     )
 
     @app.agent(source)
@@ -149,17 +168,18 @@ def build_app(settings: Settings) -> faust.App:
     held: set[int] = set()
 
     async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
-        # Partitions this worker no longer holds must not keep stale state, in the runtime
-        # or in the table (faust recovers a partition that comes back from its changelog).
+        # Every partition is rebuilt from its changelog once faust has recovered the table.
         events = settings.topic("events")
         now = {tp.partition for tp in assigned if tp.topic == events}
-        await runtime.revoke([p for p in list(runtime.partitions) if p not in now])
-        gone = held - now
-        await runtime.purge(gone)
-        # faust resumes a partition it recovered before from where that recovery ended;
-        # with its keys purged, it must replay the changelog from the start instead.
+        await runtime.revoke(list(runtime.partitions))
+        # faust resumes a partition it recovered before from where that recovery ended,
+        # replaying into a table that holds this worker's later writes: a replay that
+        # stops short of the end (a high watermark that lags) would leave a mix of two
+        # commits. Every partition held is rebuilt from the changelog's start instead, so
+        # the table always holds the state of a prefix of the changelog.
+        await runtime.purge(held)
         recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
-        for p in gone:
+        for p in held:
             tp = TP(changelog, p)
             recovery.active_offsets.pop(tp, None)
             recovery.active_highwaters.pop(tp, None)

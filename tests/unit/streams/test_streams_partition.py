@@ -10,6 +10,7 @@ import pytest
 
 from loopline.errors import Reason
 from loopline.spec import DEFAULT_SPEC, Spec, load_spec
+from streams.changelog import Tails, commit_key
 from streams.health import HealthMonitor
 from streams.partition import ORPHAN_GRACE, PartitionState, fingerprint
 
@@ -53,6 +54,7 @@ class Feed:
         self.state = PartitionState(0, spec, self.table, HealthMonitor(spec, NOW.timestamp()))
         # Logs that start at 0 and end far ahead: resume right after the last commit.
         self.offsets = {topic: self.state.start(topic, 0) for topic in ("events", "labels")}
+        self.state.tick(NOW)  # a worker ticks from the start
 
     def event(self, record: tuple[bytes, bytes], now: datetime = NOW) -> None:
         self.state.on_event(self.offsets["events"], *record, now)
@@ -164,13 +166,13 @@ def test_a_resolved_event_is_recognised_until_it_is_too_old_to_be_accepted(spec:
 def test_a_rolled_back_batch_leaves_the_table_as_of_the_last_commit(spec: Spec) -> None:
     feed = Feed(spec)
     feed.event(event("e1"))
-    feed.state.commit_record({})
+    feed.state.to_changelog({})
     feed.state.committed()
     committed = dict(feed.table)
     feed.event(event("e2"))
     feed.label(label("e1", 1))
     feed.state.feature_rows()
-    feed.state.commit_record({})
+    feed.state.to_changelog({})
     assert feed.table != committed
     feed.state.rollback()
     assert feed.table == committed
@@ -184,7 +186,7 @@ def test_the_start_resumes_after_the_commit_and_reports_a_log_that_lost_records(
     feed = Feed(spec)
     for i in range(3):
         feed.event(event(f"e{i}"))
-    feed.state.commit_record({})
+    feed.state.to_changelog({})
     feed.state.committed()
     again = PartitionState(0, spec, feed.table, HealthMonitor(spec, NOW.timestamp()))
     assert again.start("events", 0) == 3  # the log as committed
@@ -245,6 +247,60 @@ def test_a_label_for_no_event_gives_up_after_a_horizon(spec: Spec) -> None:
     assert feed.state.batch.deadletters[0].reason is Reason.UNKNOWN_EVENT
 
 
+def test_a_label_waits_while_a_backlog_of_events_is_read(spec: Spec) -> None:
+    """Labels read ahead of a backlog of older events wait for as long as it drains."""
+    feed = Feed(spec)
+    feed.label(label("late-event", 1), now=NOW)
+    later = NOW
+    for i in range(5):  # events older than the label, read over three horizons
+        later += horizon(spec) * 0.6
+        feed.event(event(f"old-{i}", ts=NOW - timedelta(hours=1)), now=later)
+        feed.state.tick(later)
+    assert feed.state.batch.deadletters == []
+    feed.event(event("late-event", ts=NOW - timedelta(seconds=10)), now=later)
+    labelled = [orjson.loads(e[2]) for e in feed.state.batch.examples]
+    assert [e["label"] for e in labelled if e["event_id"] == "late-event"] == [1]
+    # Once no event has been read for a horizon, a label for no event gives up.
+    feed.label(label("ghost", 1), now=later)
+    feed.state.tick(later + horizon(spec) + timedelta(seconds=1))
+    assert feed.state.batch.deadletters[0].reason is Reason.UNKNOWN_EVENT
+    assert feed.balanced()
+
+
+def test_an_event_waits_past_its_horizon_while_a_backlog_of_labels_is_read(spec: Spec) -> None:
+    """After a restart the labels of past events are still to be read: the horizon passes
+    by wall clock, but the event keeps waiting for them."""
+    feed = Feed(spec)
+    feed.event(event("e1"))
+    later = NOW + horizon(spec)
+    for i in range(5):  # labels older than e1's horizon, read a second apart
+        later += timedelta(seconds=1)
+        feed.event(event(f"old-{i}", ts=NOW - timedelta(seconds=5)), now=later)
+        feed.label(label(f"old-{i}", 0, ts=NOW - timedelta(seconds=5)), now=later)
+        feed.state.tick(later)
+    assert "e1" not in [orjson.loads(e[2])["event_id"] for e in feed.state.batch.examples]
+    feed.label(label("e1", 1), now=later)
+    joined = [orjson.loads(e[2]) for e in feed.state.batch.examples]
+    assert [(e["label"], e["label_observed"]) for e in joined if e["event_id"] == "e1"] == [
+        (1, True)
+    ]
+    assert feed.state.counts.get("labels_late", 0) == 0 and feed.balanced()
+
+
+def test_an_event_takes_the_default_once_labels_read_pass_it_or_stop(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.event(event("e1"))
+    feed.event(event("e2", entity="u2", ts=NOW + timedelta(seconds=30)))
+    past = NOW + horizon(spec) + timedelta(seconds=10)
+    feed.label(label("other", 1, ts=past), now=past)  # labels read past e1's horizon
+    feed.state.tick(past)
+    expired = [orjson.loads(e[2]) for e in feed.state.batch.examples]
+    assert [(e["event_id"], e["label_observed"]) for e in expired] == [("e1", False)]
+    quiet = past + timedelta(seconds=30)  # and then no label at all: e2's goes by the clock
+    feed.state.tick(quiet)
+    assert [orjson.loads(e[2])["event_id"] for e in feed.state.batch.examples] == ["e1", "e2"]
+
+
 def test_bad_records_are_deadlettered_with_their_coordinates(spec: Spec) -> None:
     feed = Feed(spec)
     feed.event((b"u1", b"{nope"))
@@ -259,22 +315,103 @@ def test_bad_records_are_deadlettered_with_their_coordinates(spec: Spec) -> None
     assert feed.balanced()
 
 
-def test_restore_from_the_commit_record_replays_nothing_twice(spec: Spec) -> None:
+class Changelog:
+    """A state changelog partition: records in order, replayed as faust restores it."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, bytes | None]] = []
+
+    def commit(self, state: PartitionState, outputs: dict[str, int], crash: bool = False) -> None:
+        """Write a batch; ``crash``: everything but its commit record lands."""
+        records = state.to_changelog(outputs)
+        assert records[-1][0] == commit_key(state.partition)
+        self.records += records[:-1] if crash else records
+        if not crash:
+            state.committed()
+
+    def restore(self, spec: Spec) -> PartitionState:
+        table: dict[bytes, bytes] = {}
+        tails = Tails()
+        tails.observe(self.records, table.get)
+        for key, value in self.records:
+            if value is None:
+                table.pop(key, None)
+            else:
+                table[key] = value
+        return PartitionState(0, spec, table, HealthMonitor(spec, NOW.timestamp()), tails.take(0))
+
+
+def test_each_change_is_written_once_and_the_commit_record_last(spec: Spec) -> None:
+    feed = Feed(spec)
+    for i in range(20):
+        feed.event(event(f"e{i}", entity=f"u{i % 3}"))
+        feed.label(label(f"e{i}", 1, entity=f"u{i % 3}"))
+    feed.state.feature_rows()
+    records = feed.state.to_changelog({"examples": 20})
+    keys = [k for k, _ in records]
+    assert len(keys) == len(set(keys)) == len(feed.state.batch.changes) + 1
+    ckey, raw = records[-1]
+    assert ckey == b"0|commit|last" and raw is not None
+    assert "changes" not in orjson.loads(raw) and len(raw) < 1000
+
+
+def test_a_crash_between_the_keys_and_the_commit_record_restores_the_last_commit(
+    spec: Spec,
+) -> None:
+    log = Changelog()
     feed = Feed(spec)
     feed.event(event("e1"))
-    feed.event(event("e2"))
     feed.state.feature_rows()
-    _, record, changes = feed.state.commit_record({"examples": 7})
-    # A crash after the commit record but before its keys: only the record survives.
-    survived = {k: v for k, v in feed.table.items() if k.endswith(b"commit|last")}
-    assert survived[b"0|commit|last"] == record and changes
-    again = Feed(spec, survived)
-    assert again.state.counts == feed.state.counts and again.state.outputs == {"examples": 7}
-    again.state.on_event(1, *event("e2"), NOW)  # replayed: already applied
-    again.label(label("e1", 1))
-    assert again.state.counts.get("duplicates", 0) == 0
-    assert [orjson.loads(x[2])["event_id"] for x in again.state.batch.examples] == ["e1"]
-    assert again.balanced()
+    log.commit(feed.state, {"examples": 0})
+    committed, counts = dict(feed.table), dict(feed.state.counts)
+    feed.event(event("e2"))
+    feed.label(label("e1", 1))
+    feed.state.feature_rows()
+    log.commit(feed.state, {"examples": 1}, crash=True)
+    restored = log.restore(spec)
+    assert restored.table == committed and restored.counts == counts
+    assert restored.start("events", 0) == 1 and restored.start("labels", 0) == 0
+    assert restored.rewrite  # the keys the crashed batch wrote, put back
+    # Read again: the same outputs, and the changelog agrees with the table after a commit.
+    restored.on_event(1, *event("e2"), NOW)
+    restored.on_label(0, *label("e1", 1), NOW)
+    assert [orjson.loads(x[2])["event_id"] for x in restored.batch.examples] == ["e1"]
+    restored.feature_rows()
+    log.commit(restored, {"examples": 1})
+    assert not restored.rewrite
+    again = log.restore(spec)
+    assert again.table == restored.table and not again.rewrite
+    assert again.counts == restored.counts
+
+
+def test_a_crash_on_a_restored_partition_keeps_the_commit_before_it(spec: Spec) -> None:
+    log = Changelog()
+    feed = Feed(spec)
+    feed.event(event("e1"))
+    log.commit(feed.state, {})
+    committed = dict(feed.table)
+    feed.event(event("e2"))
+    log.commit(feed.state, {}, crash=True)
+    restored = log.restore(spec)
+    restored.start("events", 0)
+    restored.on_event(1, *event("e3"), NOW)
+    log.commit(restored, {}, crash=True)  # crashes again before its commit record
+    assert log.restore(spec).table == committed
+
+
+def test_a_commit_record_of_the_earlier_layout_is_applied(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.event(event("e1"))
+    records = feed.state.to_changelog({"examples": 0})
+    ckey, raw = records[-1]
+    assert raw is not None
+    earlier = orjson.loads(raw)
+    earlier["changes"] = {k.decode(): None if v is None else v.decode() for k, v in records[:-1]}
+    # The earlier layout wrote the commit record first; a crash left only it.
+    again = Feed(spec, {ckey: orjson.dumps(earlier)})
+    assert {k: v for k, v in again.table.items() if k != ckey} == dict(records[:-1])
+    assert again.state.rewrite == dict(records[:-1])
+    assert again.offsets["events"] == 1
 
 
 def test_outputs_found_after_a_crash_are_not_emitted_again(spec: Spec) -> None:
@@ -299,7 +436,7 @@ def test_entities_idle_past_every_window_are_dropped_from_state(spec: Spec) -> N
     feed = Feed(spec)
     feed.event(event("e1", entity="old"))
     feed.state.feature_rows()
-    feed.state.commit_record({})
+    feed.state.to_changelog({})
     feed.state.committed()
     assert any(k.endswith(b"|f|old") for k in feed.table)
     keep = feed.state._entity_spec.keep_seconds + spec.label.horizon_seconds
@@ -324,25 +461,31 @@ def _fill(state: PartitionState, offsets: dict[str, int], prefix: str, entities:
         i += 1
 
 
-def _commit(state: PartitionState) -> int:
+def _commit(state: PartitionState, log: Changelog | None = None) -> int:
+    """Commit the batch; the size of its largest changelog record."""
     state.feature_rows()
-    _, raw, _ = state.commit_record({})
+    records = state.to_changelog({})
+    if log is not None:
+        log.records += records
     state.committed()
-    return len(raw)
+    return max(len(k) + len(v or b"") for k, v in records)
 
 
 LIMIT = 1_000_000  # Apache Kafka's default max.message.bytes
 
 
-def test_commit_records_stay_under_the_broker_limit_across_a_restart(spec: Spec) -> None:
+def test_changelog_records_stay_under_the_broker_limit_across_a_restart(spec: Spec) -> None:
+    log = Changelog()
     feed = Feed(spec)
     _fill(feed.state, feed.offsets, "a", entities=10**9)
-    assert _commit(feed.state) < LIMIT
-    restarted = PartitionState(0, spec, feed.table, HealthMonitor(spec, NOW.timestamp()))
+    assert _commit(feed.state, log) < LIMIT
+    _fill(feed.state, feed.offsets, "b", entities=10**9)
+    log.commit(feed.state, {}, crash=True)
+    restarted = log.restore(spec)
     offsets = {t: restarted.start(t, 0) for t in ("events", "labels")}
-    assert restarted.rewrite and restarted.batch.size == 0  # rewritten before, not carried
-    _fill(restarted, offsets, "b", entities=10**9)
-    assert _commit(restarted) < LIMIT and not restarted.rewrite
+    assert restarted.rewrite and restarted.batch.size == 0  # rewritten, not a batch of its own
+    _fill(restarted, offsets, "c", entities=10**9)
+    assert _commit(restarted, log) < LIMIT and not restarted.rewrite
 
 
 def test_a_tick_that_expires_a_backlog_commits_it_in_parts_under_the_limit(spec: Spec) -> None:
