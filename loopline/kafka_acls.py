@@ -99,8 +99,14 @@ class Grant:
     operation: str  # READ, WRITE, DESCRIBE, CREATE, ALL, ...
 
     def binding(self) -> AclBinding:
+        # librdkafka's BROKER resource type is Kafka's CLUSTER (type 4, name kafka-cluster).
+        kind = (
+            ResourceType.BROKER
+            if self.resource == "cluster"
+            else ResourceType[self.resource.upper()]
+        )
         return AclBinding(
-            ResourceType[self.resource.upper()],
+            kind,
             self.name,
             ResourcePatternType[self.pattern.upper()],
             self.principal,
@@ -169,8 +175,9 @@ def apply(settings: Settings, timeout: float = 15.0) -> int:
     from loopline.kafka import admin
 
     bindings = [g.binding() for g in grants(settings)]
+    client = admin(settings)  # held until every future is done: a dropped client fails them
     try:
-        futures = admin(settings).create_acls(bindings, request_timeout=timeout)
+        futures = client.create_acls(bindings, request_timeout=timeout)
         for future in futures.values():
             future.result(timeout=timeout)
     except (KafkaException, TimeoutError) as exc:
