@@ -173,11 +173,12 @@ def consumer_lag(stats: Mapping[str, Any]) -> int | None:
     return total if known else None
 
 
-def admin(settings: Settings) -> AdminClient:
+def admin(settings: Settings, **overrides: Any) -> AdminClient:
     config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap,
         "logger": KAFKA_LOGGER,
         **confluent_config(settings),
+        **overrides,
     }
     return AdminClient(config)
 
