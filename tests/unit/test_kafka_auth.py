@@ -259,8 +259,8 @@ LOGINS = ("producer_config", "consumer_config", "admin", "aiokafka_config", "bro
 
 
 def _client_calls(tree: ast.AST) -> list[tuple[ast.Call, ast.AST]]:
-    """Every call that opens a Kafka client, with its enclosing class, else function,
-    else module."""
+    """Every call that opens a Kafka client, with its enclosing class, else outermost
+    function, else module."""
     found: list[tuple[ast.Call, ast.AST]] = []
 
     def visit(node: ast.AST, scope: ast.AST, cls: ast.AST | None) -> None:
@@ -269,7 +269,9 @@ def _client_calls(tree: ast.AST) -> list[tuple[ast.Call, ast.AST]]:
                 visit(child, child, child)
                 continue
             if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
-                visit(child, cls or child, cls)
+                # A nested function builds its client from its enclosing one's config.
+                outer = scope if isinstance(scope, ast.FunctionDef | ast.AsyncFunctionDef) else None
+                visit(child, cls or outer or child, cls)
                 continue
             if isinstance(child, ast.Call):
                 func = child.func
