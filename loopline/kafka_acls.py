@@ -22,7 +22,7 @@ principal             allowed
 ====================  ==========================================================
 
 The broker's own principal (``admin`` in compose) is a super user: it creates the
-topics and these ACLs (``loopline kafka acls apply``) and needs no grant.
+topics and these ACLs (``loopline kafka acls --apply``) and needs no grant.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def test_one_service_per_worker() -> None:
 @pytest.mark.parametrize("name", sorted(_loopline_services()))
 def test_service_command_is_a_valid_cli_call(name: str) -> None:
     ctx = _parse(_loopline_services()[name]["command"])
-    assert ctx.command.name in {"run", "create", "apply", "status"}
+    assert ctx.command.name in {"run", "create", "acls", "status"}
 
 
 def test_a_bad_command_would_be_caught() -> None:
