@@ -71,10 +71,17 @@ def bootstrap_hosts(bootstrap: str) -> list[str]:
 
 
 def _kafka_refusal(settings: Settings) -> str | None:
-    if settings.kafka_security_protocol is not None:  # a login, or PLAINTEXT chosen explicitly
-        return None
     remote = [h for h in bootstrap_hosts(settings.kafka_bootstrap) if not is_loopback(h)]
+    protocol = settings.kafka_security_protocol
     if not remote:
+        return None
+    if protocol == "SASL_PLAINTEXT" and settings.kafka_sasl_mechanism == "PLAIN":
+        return (
+            f"{ENV_PREFIX}KAFKA_SASL_MECHANISM=PLAIN over SASL_PLAINTEXT sends the password "
+            f"to {remote[0]} in clear: use SCRAM-SHA-512, or "
+            f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL=SASL_SSL"
+        )
+    if protocol is not None:  # a login, or PLAINTEXT chosen explicitly
         return None
     return (
         f"{ENV_PREFIX}KAFKA_BOOTSTRAP points at {remote[0]} without a login "
