@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import os
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -258,6 +261,26 @@ def test_the_refusal_names_the_settings_to_set() -> None:
         "LOOPLINE_KAFKA_SECURITY_PROTOCOL=PLAINTEXT",
     ):
         assert setting in message
+
+
+def test_a_streams_worker_on_a_plaintext_remote_broker_exits_naming_the_settings(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env |= {"LOOPLINE_KAFKA_BOOTSTRAP": "kafka.internal:9092", "LOOPLINE_STATE_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "loopline", "run", "streams"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    said = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2, said
+    assert "streams refuses to start outside development mode" in said, said
+    assert "LOOPLINE_KAFKA_BOOTSTRAP points at kafka.internal" in said, said
+    assert "LOOPLINE_KAFKA_SECURITY_PROTOCOL=SASL_SSL" in said, said
 
 
 # -- every client ------------------------------------------------------------------------
