@@ -40,8 +40,11 @@ GOOD: dict[str, float | int | str | bool | None] = {
 }
 BARE = """
 import sys, faust, redis
+from loopline.settings import Settings
+from streams.topology import broker_credentials
 bootstrap, prefix, progress = sys.argv[1:4]
 app = faust.App(prefix + "bare", broker="kafka://" + bootstrap, store="memory://", web_enabled=False,
+                broker_credentials=broker_credentials(Settings.from_env()),
                 broker_session_timeout=6.0, broker_heartbeat_interval=0.5, broker_max_poll_interval=300.0,
                 consumer_auto_offset_reset="earliest", key_serializer="raw", value_serializer="raw")
 topic = app.topic(prefix + "events", prefix + "labels", key_type=bytes, value_type=bytes)
@@ -133,7 +136,7 @@ def main() -> None:
         try:
             create_topics(settings)
             publish(settings)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+            env = settings.process_env()  # the bare app logs in as the workers do
 
             progress_key = settings.key("bench", "bare")
             bare = spawn(

@@ -185,6 +185,7 @@ def spec_check(ctx: typer.Context) -> None:
 def _merge_operator_commands() -> None:
     from ops import (
         demo_commands,
+        kafka_commands,
         keys_commands,
         serving_commands,
         status_commands,
@@ -199,6 +200,7 @@ def _merge_operator_commands() -> None:
         streams_commands,
         demo_commands,
         keys_commands,
+        kafka_commands,
     ):
         if module.app.registered_commands or module.app.registered_groups:
             app.add_typer(module.app)

@@ -179,7 +179,7 @@ def start_broker(host: str, port: int, directory: Path) -> Managed:
             "memory://tansu/",
         ]
     )
-    wait_for_broker(f"{host}:{port}", timeout=20)
+    wait_for_broker(Settings.from_env({}, kafka_bootstrap=f"{host}:{port}"), timeout=20)
     return broker
 
 

@@ -1,7 +1,8 @@
 """Kafka client configuration and topic administration.
 
 Producers are idempotent with ``acks=all``; consumers commit by hand, after their
-output is durable. Group timings make a join take seconds, not tens of seconds.
+output is durable. Group timings make a join take seconds, not tens of seconds. Every
+client logs in as :mod:`loopline.kafka_auth` says.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from loopline.errors import BrokerUnavailable
+from loopline.kafka_auth import confluent_config
 from loopline.settings import TOPICS, Settings
 
 # librdkafka logs through Python logging instead of writing to stderr.
@@ -118,6 +120,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "socket.connection.setup.timeout.ms": min(timeout_ms, 10_000),
         "message.max.bytes": MAX_MESSAGE_BYTES,
         "logger": KAFKA_LOGGER,
+        **confluent_config(settings),
         **overrides,
     }
     return config
@@ -132,6 +135,7 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "isolation.level": "read_committed",
         **CONSUMER_GROUP_TIMINGS,
         "logger": KAFKA_LOGGER,
+        **confluent_config(settings),
         **overrides,
     }
     return config
@@ -172,8 +176,13 @@ def consumer_lag(stats: Mapping[str, Any]) -> int | None:
     return total if known else None
 
 
-def admin(bootstrap: str) -> AdminClient:
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": KAFKA_LOGGER}
+def admin(settings: Settings, **overrides: Any) -> AdminClient:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "logger": KAFKA_LOGGER,
+        **confluent_config(settings),
+        **overrides,
+    }
     return AdminClient(config)
 
 
@@ -191,7 +200,7 @@ def create_topics(
     have chosen otherwise; a topic created without it may keep records for too short).
     """
     partitions = partitions or settings.partitions
-    client = admin(settings.kafka_bootstrap)
+    client = admin(settings)
     configs = {settings.topic(n): topic_config(settings, n) for n in names}
     wanted = [
         NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config)
@@ -271,13 +280,13 @@ def _warn_on_drift(client: AdminClient, wanted: dict[str, dict[str, str]], timeo
             )
 
 
-def wait_for_broker(bootstrap: str, timeout: float = 10.0) -> None:
+def wait_for_broker(settings: Settings, timeout: float = 10.0) -> None:
     """Block until the broker answers a metadata request, or raise BrokerUnavailable."""
     try:
-        admin(bootstrap).list_topics(timeout=timeout)
+        admin(settings).list_topics(timeout=timeout)
     except KafkaException as exc:
         raise BrokerUnavailable(
-            f"no Kafka broker answered at {bootstrap} within {timeout}s: {exc}"
+            f"no Kafka broker answered at {settings.kafka_bootstrap} within {timeout}s: {exc}"
         ) from None
 
 

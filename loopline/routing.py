@@ -425,11 +425,6 @@ class RoutingStore:
             log.warning("unreadable verdict on %s in Redis: judged as none", checkpoint_id)
         return verdict or None
 
-    def is_qualified(self, checkpoint_id: str) -> bool:
-        """Whether the pusher qualified this checkpoint: nothing else may serve."""
-        verdict = self.verdict(checkpoint_id)
-        return verdict is not None and verdict.get("verdict") == "qualified"
-
     # -- writing -------------------------------------------------------------------
 
     def update(

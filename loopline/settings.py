@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loopline.errors import ConfigError
@@ -37,6 +37,30 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field(
         "127.0.0.1:9092",
         description="LOOPLINE_KAFKA_BOOTSTRAP: Kafka bootstrap servers, comma-separated.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] | None = Field(
+        None,
+        description="LOOPLINE_KAFKA_SECURITY_PROTOCOL: how every Kafka client talks to the broker: `SASL_SSL` (TLS and a SASL login), `SASL_PLAINTEXT` (a SASL login, no TLS) or `PLAINTEXT` (neither). Unset means PLAINTEXT, which workers refuse outside development mode unless the broker is on loopback; set `PLAINTEXT` explicitly to accept an unauthenticated broker elsewhere.",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        "SCRAM-SHA-512",
+        description="LOOPLINE_KAFKA_SASL_MECHANISM: the SASL mechanism of the login (SASL protocols only).",
+    )
+    kafka_username: str | None = Field(
+        None,
+        description="LOOPLINE_KAFKA_USERNAME: the broker principal this process logs in as (SASL protocols only).",
+    )
+    kafka_password: SecretStr | None = Field(
+        None,
+        description="LOOPLINE_KAFKA_PASSWORD: the password of LOOPLINE_KAFKA_USERNAME; or use LOOPLINE_KAFKA_PASSWORD_FILE.",
+    )
+    kafka_password_file: Path | None = Field(
+        None,
+        description="LOOPLINE_KAFKA_PASSWORD_FILE: a file holding the password of LOOPLINE_KAFKA_USERNAME (a trailing newline is dropped); read each time a client connects.",
+    )
+    kafka_ssl_ca_file: Path | None = Field(
+        None,
+        description="LOOPLINE_KAFKA_SSL_CA_FILE: PEM file of the CA that signed the broker's certificate (SASL_SSL only; the system's CAs when unset).",
     )
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
@@ -88,7 +112,7 @@ class Settings(BaseSettings):
     )
     env: Literal["production", "dev"] = Field(
         "production",
-        description="LOOPLINE_ENV: `dev` accepts the well-known development keys, no serving token and an unprotected Redis off loopback; anything else is production, where workers refuse them.",
+        description="LOOPLINE_ENV: `dev` accepts the well-known development keys, no serving token, an unprotected Redis off loopback and a Kafka broker off loopback without a login; anything else is production, where workers refuse them.",
     )
     signing_key: SecretStr | None = Field(
         None,
@@ -173,6 +197,33 @@ class Settings(BaseSettings):
         description="LOOPLINE_CONTROL_APPLIED_DAYS: how long the record that a serving Command was applied is kept, so it is never applied twice; keep it past the broker's offsets.retention.minutes.",
     )
 
+    @model_validator(mode="after")
+    def _kafka_login_is_whole(self) -> Settings:
+        """Kafka credentials that would be ignored, or a SASL login without them, are errors."""
+        sasl = (self.kafka_security_protocol or "PLAINTEXT").startswith("SASL_")
+        password = self.kafka_password is not None or self.kafka_password_file is not None
+        if self.kafka_password is not None and self.kafka_password_file is not None:
+            raise ValueError(
+                f"{ENV_PREFIX}KAFKA_PASSWORD and {ENV_PREFIX}KAFKA_PASSWORD_FILE are both set: keep one"
+            )
+        if sasl and not (self.kafka_username and password):
+            raise ValueError(
+                f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} logs in: set "
+                f"{ENV_PREFIX}KAFKA_USERNAME and {ENV_PREFIX}KAFKA_PASSWORD (or _FILE)"
+            )
+        if not sasl and (self.kafka_username or password):
+            raise ValueError(
+                f"Kafka credentials are set but {ENV_PREFIX}KAFKA_SECURITY_PROTOCOL is "
+                f"{self.kafka_security_protocol or 'unset (PLAINTEXT)'}, which sends none: "
+                "set it to SASL_SSL or SASL_PLAINTEXT"
+            )
+        if self.kafka_ssl_ca_file is not None and self.kafka_security_protocol != "SASL_SSL":
+            raise ValueError(
+                f"{ENV_PREFIX}KAFKA_SSL_CA_FILE is set but {ENV_PREFIX}KAFKA_SECURITY_PROTOCOL "
+                "is not SASL_SSL"
+            )
+        return self
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read ``LOOPLINE_*`` variables (``os.environ`` by default), rejecting unknown ones."""
@@ -192,7 +243,9 @@ class Settings(BaseSettings):
             return cls.model_validate(values)
         except ValidationError as exc:
             err = exc.errors()[0]
-            name = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a check across settings names them itself
+                raise ConfigError(err["msg"].removeprefix("Value error, ")) from None
+            name = str(err["loc"][0])
             msg = f"{ENV_PREFIX}{name.upper()}: {err['msg']} (got {err.get('input')!r})"
             raise ConfigError(msg) from None
 
@@ -224,7 +277,7 @@ class Settings(BaseSettings):
     def to_env(self) -> dict[str, str]:
         """The ``LOOPLINE_*`` variables that make :meth:`from_env` read these settings back."""
         values = self.model_dump(mode="json")
-        for name in ("signing_key", "pusher_signing_key", "serving_token"):
+        for name in ("signing_key", "pusher_signing_key", "serving_token", "kafka_password"):
             secret = getattr(self, name)
             if secret is not None:
                 values[name] = secret.get_secret_value()

@@ -52,7 +52,7 @@ def _section(read: Callable[[], Any]) -> Any:
 def collect(settings: Settings) -> dict[str, Any]:
     spec = settings.load_spec()
     workers = _section(lambda: heartbeat.read(settings))
-    down = _section(partial(wait_for_broker, settings.kafka_bootstrap, BROKER_PROBE_SECONDS))
+    down = _section(partial(wait_for_broker, settings, BROKER_PROBE_SECONDS))
 
     def via_broker(read: Callable[[], Any]) -> Any:
         return down if down is not None else _section(read)

@@ -24,6 +24,7 @@ from aiokafka.structs import OffsetAndMetadata
 from faust.types import TP
 
 from loopline.kafka import MAX_MESSAGE_BYTES, changelog_topic_config
+from loopline.kafka_auth import login, ssl_context
 from loopline.settings import Settings
 from streams.changelog import Tails
 from streams.runtime import Runtime
@@ -54,6 +55,20 @@ def app_id(settings: Settings) -> str:
     return f"{settings.topic_prefix}streams"
 
 
+def broker_credentials(settings: Settings) -> faust.SASLCredentials | None:
+    """faust's login to the broker (None: PLAINTEXT), as :mod:`loopline.kafka_auth` says;
+    faust hands it to each aiokafka client it opens (SASL_SSL when a TLS context is set)."""
+    auth = login(settings)
+    if not auth.sasl:
+        return None
+    return faust.SASLCredentials(
+        username=auth.username,
+        password=auth.password,
+        mechanism=auth.mechanism,
+        ssl_context=ssl_context(auth),
+    )
+
+
 def build_app(settings: Settings) -> faust.App:
     """A faust app for these settings (``streams.app.app`` is built from the environment)."""
     spec = settings.load_spec()
@@ -62,6 +77,7 @@ def build_app(settings: Settings) -> faust.App:
     app = faust.App(
         app_id(settings),
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        broker_credentials=broker_credentials(settings),
         store="memory://",
         topic_partitions=settings.partitions,
         topic_replication_factor=1,

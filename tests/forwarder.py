@@ -39,6 +39,7 @@ from typing import Self
 
 from loopline.devstack import Managed, free_port, tansu_binary
 from loopline.kafka import wait_for_broker
+from loopline.settings import Settings
 
 _TICK = 0.02
 
@@ -218,7 +219,7 @@ def broker_behind_forwarder(directory: Path) -> Iterator[tuple[Forwarder, str]]:
                 "memory://tansu/",
             ]
         )
-        wait_for_broker(fwd.address, timeout=20)
+        wait_for_broker(Settings.from_env({}, kafka_bootstrap=fwd.address), timeout=20)
         yield fwd, fwd.address
     finally:
         fwd.stop()

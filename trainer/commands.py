@@ -33,7 +33,9 @@ class ControlFeed:
             registry=registry or CollectorRegistry(),
         ).labels(model_name)
         self._consumer = Consumer(
-            consumer_config(settings, group_id=f"{settings.topic_prefix}{model_name}.control")
+            consumer_config(
+                settings, group_id=f"{settings.topic_prefix}trainer.{model_name}.control"
+            )
         )
 
     def catch_up(self, timeout: float = 10.0) -> list[Command]:

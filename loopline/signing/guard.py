@@ -2,8 +2,11 @@
 
 Development mode (``LOOPLINE_ENV=dev``) is explicit. Anywhere else a worker does not
 start on the well-known development keys or with a key it needs missing, with serving
-bound off loopback without a bearer token, or with a Redis off loopback that asks for
-no password: each is how a default deployment ends up serving what anyone signed.
+bound off loopback without a bearer token, with a Redis off loopback that asks for no
+password, or with a Kafka broker off loopback and no login: each is how a default
+deployment ends up serving what anyone signed, or obeying whoever writes ``control``.
+An unauthenticated broker off loopback is accepted only when chosen explicitly,
+``LOOPLINE_KAFKA_SECURITY_PROTOCOL=PLAINTEXT`` (a network that only Loopline reaches).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Literal
 from urllib.parse import urlparse
 
 from loopline.errors import ConfigError
+from loopline.kafka_auth import login
 from loopline.settings import ENV_PREFIX, Settings
 from loopline.signing.keys import Signer, private_key, public_key
 
@@ -48,6 +52,47 @@ def _redis_refusal(url: str) -> str | None:
     )
 
 
+def bootstrap_hosts(bootstrap: str) -> list[str]:
+    """The host of each bootstrap server.
+
+    >>> bootstrap_hosts("kafka-1:9092, 10.0.0.2:9093,[::1]:9092,SASL_SSL://k:9094,solo")
+    ['kafka-1', '10.0.0.2', '::1', 'k', 'solo']
+    """
+    hosts = []
+    for server in bootstrap.split(","):
+        server = server.strip().rpartition("://")[2]
+        if server.startswith("["):
+            hosts.append(server[1:].partition("]")[0])
+        elif server.count(":") == 1:
+            hosts.append(server.partition(":")[0])
+        else:  # no port, or a bare IPv6 address
+            hosts.append(server)
+    return hosts
+
+
+def _kafka_refusal(settings: Settings) -> str | None:
+    remote = [h for h in bootstrap_hosts(settings.kafka_bootstrap) if not is_loopback(h)]
+    protocol = settings.kafka_security_protocol
+    if not remote:
+        return None
+    if protocol == "SASL_PLAINTEXT" and settings.kafka_sasl_mechanism == "PLAIN":
+        return (
+            f"{ENV_PREFIX}KAFKA_SASL_MECHANISM=PLAIN over SASL_PLAINTEXT sends the password "
+            f"to {remote[0]} in clear: use SCRAM-SHA-512, or "
+            f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL=SASL_SSL"
+        )
+    if protocol is not None:  # a login, or PLAINTEXT chosen explicitly
+        return None
+    return (
+        f"{ENV_PREFIX}KAFKA_BOOTSTRAP points at {remote[0]} without a login "
+        f"({ENV_PREFIX}KAFKA_SECURITY_PROTOCOL is unset, so PLAINTEXT: whoever reaches the "
+        "broker can write every topic, control included): set "
+        f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT) with "
+        f"{ENV_PREFIX}KAFKA_USERNAME and {ENV_PREFIX}KAFKA_PASSWORD (or _FILE), or "
+        f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL=PLAINTEXT to accept an unauthenticated broker"
+    )
+
+
 def refusals(settings: Settings, worker: Worker) -> list[str]:
     """Everything that stops ``worker`` from starting with these settings."""
     found = []
@@ -56,6 +101,10 @@ def refusals(settings: Settings, worker: Worker) -> list[str]:
             (private_key if private else public_key)(settings, signer)
         except ConfigError as exc:
             found.append(str(exc))
+    try:
+        login(settings)  # a password file that cannot be read stops a worker in any mode
+    except ConfigError as exc:
+        found.append(str(exc))
     if settings.dev:
         return found
     for owner, key in (("trainer", "signing_key"), ("pusher", "pusher_signing_key")):
@@ -66,6 +115,8 @@ def refusals(settings: Settings, worker: Worker) -> list[str]:
             )
     if (redis := _redis_refusal(settings.redis_url)) is not None:
         found.append(redis)
+    if (kafka := _kafka_refusal(settings)) is not None:
+        found.append(kafka)
     open_bind = not is_loopback(settings.serving_host)
     if worker == "serving" and settings.serving_token is None and open_bind:
         found.append(

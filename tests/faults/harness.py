@@ -97,7 +97,7 @@ class PrivateBroker:
         self.forwarder.target = ("127.0.0.1", self.server.port)
         self.forwarder.cut()  # connections to the old broker are dead anyway
         self.forwarder.restore()
-        wait_for_broker(self.bootstrap, timeout=20)
+        wait_for_broker(Settings.from_env({}, kafka_bootstrap=self.bootstrap), timeout=20)
 
     def stop(self) -> None:
         self.forwarder.stop()
@@ -128,7 +128,7 @@ def start_private_broker(directory: Path) -> PrivateBroker:
     server = _spawn_tansu(directory, forwarder.port)
     forwarder.target = ("127.0.0.1", server.port)
     broker = PrivateBroker(server, forwarder, directory)
-    wait_for_broker(broker.bootstrap, timeout=20)
+    wait_for_broker(Settings.from_env({}, kafka_bootstrap=broker.bootstrap), timeout=20)
     return broker
 
 

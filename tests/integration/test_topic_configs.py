@@ -15,7 +15,7 @@ from loopline.settings import TOPICS, Settings
 
 def _described(settings: Settings, names: tuple[str, ...] = TOPICS) -> dict[str, dict[str, str]]:
     try:
-        return topic_configs(admin(settings.kafka_bootstrap), [settings.topic(n) for n in names])
+        return topic_configs(admin(settings), [settings.topic(n) for n in names])
     except KafkaException as exc:
         pytest.skip(f"the broker does not describe topic configs (DescribeConfigs): {exc}")
 
@@ -45,7 +45,7 @@ def test_an_existing_topic_is_left_alone_and_its_drift_named(
 ) -> None:
     other = settings.replace(topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
     topic = other.topic("control")
-    client = admin(other.kafka_bootstrap)
+    client = admin(other)
     futures = client.create_topics(
         [NewTopic(topic, 1, 1, config={"retention.ms": "604800000"})], operation_timeout=15
     )

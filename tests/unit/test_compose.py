@@ -16,6 +16,7 @@ import yaml
 
 from loopline.cli import app
 from loopline.heartbeat import worker_key
+from loopline.kafka_acls import ROLES, allowed, grants
 from loopline.settings import Settings
 from loopline.signing.guard import Worker, require_safe
 from loopline.signing.keys import write_key_pair
@@ -60,7 +61,7 @@ def test_one_service_per_worker() -> None:
 @pytest.mark.parametrize("name", sorted(_loopline_services()))
 def test_service_command_is_a_valid_cli_call(name: str) -> None:
     ctx = _parse(_loopline_services()[name]["command"])
-    assert ctx.command.name in {"run", "create"}
+    assert ctx.command.name in {"run", "create", "acls", "status"}
 
 
 def test_a_bad_command_would_be_caught() -> None:
@@ -294,7 +295,7 @@ def test_checkpoints_are_mounted_read_write_only_where_written() -> None:
             if source == "checkpoints":
                 assert target == service["environment"]["LOOPLINE_CHECKPOINT_DIR"]
                 mounted[name] = mode
-    assert mounted == {"trainer": [], "pusher": ["ro"], "serving": ["ro"]}
+    assert mounted == {"trainer": [], "pusher": ["ro"], "serving": ["ro"], "operator": ["ro"]}
 
 
 def test_ports_are_published_on_loopback_except_serving() -> None:
@@ -307,3 +308,115 @@ def test_ports_are_published_on_loopback_except_serving() -> None:
     assert published["serving"] == "8080:8080"
     # Kafka and Redis only inside the compose network.
     assert not {"kafka", "redis", "kafka-exporter"} & set(published)
+
+
+# -- Kafka: SASL/SCRAM and ACLs ----------------------------------------------------------
+
+KAFKA = COMPOSE["services"]["kafka"]
+KAFKA_ENV = {k: str(v) for k, v in KAFKA["environment"].items()}
+#: the principal each Loopline service logs in as
+LOGINS = {
+    "topics": "admin",
+    "acls": "admin",
+    "streams": "streams",
+    "trainer": "trainer",
+    "pusher": "pusher",
+    "serving": "serving",
+    "operator": "operator",
+}
+
+
+def _listeners(value: str) -> dict[str, str]:
+    """``NAME://host:port,...`` as {name: host:port}."""
+    return dict(item.split("://", 1) for item in value.split(","))
+
+
+def _scram_users() -> list[str]:
+    """The users ops/kafka/start writes SCRAM credentials for."""
+    script = (ROOT / "ops" / "kafka" / "start").read_text()
+    found = re.search(r"for user in ([a-z ]+); do", script)
+    assert found is not None, "ops/kafka/start names no users"
+    return found.group(1).split()
+
+
+def test_kafka_requires_a_scram_login_and_authorizes_every_request() -> None:
+    protocols = dict(
+        p.split(":") for p in KAFKA_ENV["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    listeners = _listeners(KAFKA_ENV["KAFKA_LISTENERS"])
+    controller = KAFKA_ENV["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    for name, address in listeners.items():
+        if name == controller:  # PLAINTEXT, so only on the container's loopback
+            assert address.rsplit(":", 1)[0] == "localhost", address
+        else:
+            assert protocols[name] == "SASL_PLAINTEXT", name
+    advertised = _listeners(KAFKA_ENV["KAFKA_ADVERTISED_LISTENERS"])
+    assert {protocols[n] for n in advertised} == {"SASL_PLAINTEXT"}
+    assert KAFKA_ENV["KAFKA_CONTROLLER_QUORUM_VOTERS"].endswith("@localhost:9093")
+    assert protocols[KAFKA_ENV["KAFKA_INTER_BROKER_LISTENER_NAME"]] == "SASL_PLAINTEXT"
+    assert KAFKA_ENV["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    assert KAFKA_ENV["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    assert KAFKA_ENV["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert set(KAFKA_ENV["KAFKA_SUPER_USERS"].split(";")) == {"User:admin", "User:ANONYMOUS"}
+    # The data lives on the volume (the image's default log dir is under /tmp).
+    assert f"kafka:{KAFKA_ENV['KAFKA_LOG_DIRS']}" in KAFKA["volumes"]
+    # Its own healthcheck logs in too.
+    assert "--command-config /tmp/loopline/admin.properties" in " ".join(
+        KAFKA["healthcheck"]["test"]
+    )
+
+
+def test_the_broker_starts_through_the_script_that_writes_every_scram_user() -> None:
+    assert KAFKA["entrypoint"] == ["bash", "/opt/loopline/kafka-start"]
+    assert "./ops/kafka/start:/opt/loopline/kafka-start:ro" in KAFKA["volumes"]
+    assert _scram_users() == ["admin", *ROLES]
+    for user in _scram_users():
+        key = f"LOOPLINE_KAFKA_{user.upper()}_PASSWORD"
+        assert _required(KAFKA_ENV[key]) == key
+
+
+def test_each_service_logs_in_as_its_own_principal_with_a_required_password() -> None:
+    services = _loopline_services()
+    assert set(services) == set(LOGINS)
+    for name, service in services.items():
+        env = service["environment"]
+        assert env["LOOPLINE_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT", name
+        assert env["LOOPLINE_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512", name
+        user = env["LOOPLINE_KAFKA_USERNAME"]
+        assert user == LOGINS[name], name
+        assert user in _scram_users()
+        # The password the broker was given for that user, and no other.
+        assert (
+            _required(env["LOOPLINE_KAFKA_PASSWORD"]) == f"LOOPLINE_KAFKA_{user.upper()}_PASSWORD"
+        )
+
+
+def test_the_exporter_logs_in_as_the_principal_that_may_only_describe() -> None:
+    flags = dict(
+        arg.split("=", 1) if "=" in arg else (arg, "")
+        for arg in COMPOSE["services"]["kafka-exporter"]["command"]
+    )
+    assert "--sasl.enabled" in flags and flags["--sasl.mechanism"] == "scram-sha512"
+    assert flags["--sasl.username"] == "exporter"
+    assert _required(flags["--sasl.password"]) == "LOOPLINE_KAFKA_EXPORTER_PASSWORD"
+    exporter = [g for g in grants(_service_settings("streams")) if g.principal == "User:exporter"]
+    assert exporter and {g.operation for g in exporter} == {"DESCRIBE"}
+
+
+def _service_settings(name: str) -> Settings:
+    env = {
+        k: re.sub(r"\$\{[^}]+\}", "x", str(v))
+        for k, v in _loopline_services()[name]["environment"].items()
+    }
+    return Settings.from_env(env)
+
+
+def test_only_the_operator_and_streams_may_write_control_in_compose() -> None:
+    settings = _service_settings("operator")
+    found = grants(settings)
+    control = settings.topic("control")
+    writers = {
+        user for user in _scram_users() if allowed(found, f"User:{user}", "topic", control, "WRITE")
+    }
+    # admin is the broker's super user (topics and ACLs), allowed without a grant.
+    assert writers == {"operator", "streams"}

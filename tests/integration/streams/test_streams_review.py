@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import OffsetAndMetadata
 
+from loopline.kafka_auth import aiokafka_config
 from loopline.settings import Settings
 
 
@@ -22,6 +23,7 @@ def test_the_group_refuses_offsets_from_a_stale_generation_or_member(settings: S
             enable_auto_commit=False,
             session_timeout_ms=6000,
             heartbeat_interval_ms=500,
+            **aiokafka_config(settings),
         )
         await consumer.start()
         refused = []
