@@ -223,9 +223,9 @@ class Pusher:
             return
         self._next_look = time.monotonic() + LOOK_SECONDS
         recent = self.recent()
-        champion_id = self.routing.table().champion
         for lineage in list(self._waiting):
             manifest, model, msg = self._waiting[lineage]
+            champion_id = self.routing.table().champion  # a verdict just now may set one
             if ready(self.spec, manifest, recent, first=champion_id is None):
                 del self._waiting[lineage]
                 self._judge(manifest, model, recent, champion_id)
