@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from loopline.errors import SpecError
 from loopline.holdout import HOLDOUT_CAPACITY, TAIL_RECORDS
@@ -108,12 +115,22 @@ class Validation(_Section):
 
 
 class Training(_Section):
-    holdout_fraction: float = Field(default=0.1, gt=0, lt=1)
+    holdout_fraction: float = Field(default=0.1, ge=0, lt=1)
     snapshot_every_examples: int = Field(default=5000, gt=0)
     snapshot_every_seconds: float = Field(default=30, gt=0)
     metrics: tuple[str, ...] = ("log_loss", "roc_auc", "accuracy")
     metric_window_seconds: float = Field(default=3600, gt=0)
     keep_checkpoints: int = Field(default=10, gt=0)
+
+    @field_validator("holdout_fraction")
+    @classmethod
+    def _holds_something_out(cls, value: float) -> float:
+        if value == 0:
+            raise ValueError(
+                "0 holds no example out, so the pusher could never qualify a checkpoint "
+                "(use a share such as 0.1)"
+            )
+        return value
 
 
 class Qualification(_Section):
