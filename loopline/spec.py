@@ -143,7 +143,7 @@ class Qualification(_Section):
     window_seconds: float = Field(default=3600, gt=0)
     window_examples: int = Field(default=500, gt=0, le=HOLDOUT_CAPACITY)
     settle: Literal["horizon", "label"] = "horizon"
-    calibration_tolerance: float | None = Field(default=0.02, ge=0)
+    calibration_tolerance: float = Field(default=0.02, ge=0)
     cold_start_examples: int = Field(default=200, ge=0)
     score_mean_min: float = 0.0
     score_mean_max: float = 1.0

@@ -178,7 +178,7 @@ def _against_champion(
                 f"metric: {q.metric} {value:.4g} is worse than the champion's {baseline:.4g} "
                 f"by {gap:.4g} > tolerance {q.tolerance:g}"
             )
-    if spec.label.kind == "binary" and q.calibration_tolerance is not None:
+    if spec.label.kind == "binary":
         reasons += _calibration(q.calibration_tolerance, labels, scores, champion_scores, figures)
     return reasons
 
