@@ -203,7 +203,8 @@ class Pusher:
         self._waiting[manifest.lineage] = (manifest, model, msg)
         self._next_look = 0.0
         recent = self.recent()
-        if not ready(self.spec, manifest, recent, first=False):
+        first = self.routing.table().champion is None
+        if not ready(self.spec, manifest, recent, first=first):
             log.info(
                 "checkpoint %s waits for the holdout: %d of %d recent examples settled",
                 cid,
