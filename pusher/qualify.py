@@ -26,13 +26,12 @@ from typing import Any
 from loopline.contracts import CheckpointManifest, Example
 from loopline.scoring import score
 from loopline.spec import Spec
+from pusher.calibration import calibration
 from pusher.evaluation import metric, worse_by
 from pusher.recent import RecentHoldout
 
 #: Recent holdout rows the label-free checks need before a first model may serve.
 COLD_START_ROWS = 20
-#: Standard errors of the calibration gap a calibrated model may show by chance.
-CALIBRATION_Z = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +161,13 @@ def _against_champion(
     q = spec.qualification
     reasons = []
     labels = [row.label for row in settled]
-    scores, _ = _scores(model, settled, spec.label.kind)
+    try:
+        scores, _ = _scores(model, settled, spec.label.kind)
+    except Exception as exc:  # rows the label-free checks did not score
+        return [f"error: the model raised {exc!r}"]
+    bad = sum(1 for s in scores if not math.isfinite(s))
+    if bad:
+        return [f"non_finite: {bad} of {len(scores)} settled scores are NaN or infinite"]
     value = metric(q.metric, labels, scores)
     figures[q.metric] = value
     champion_scores = _champion_scores(spec, champion, settled)
@@ -179,38 +184,8 @@ def _against_champion(
                 f"by {gap:.4g} > tolerance {q.tolerance:g}"
             )
     if spec.label.kind == "binary":
-        reasons += _calibration(q.calibration_tolerance, labels, scores, champion_scores, figures)
+        reasons += calibration(q.calibration_tolerance, labels, scores, champion_scores, figures)
     return reasons
-
-
-def calibration_gap(labels: Sequence[float], scores: Sequence[float]) -> float:
-    """|mean score - observed positive rate|."""
-    rate = sum(1 for y in labels if y >= 0.5) / len(labels)
-    return abs(statistics.fmean(scores) - rate)
-
-
-def _calibration(
-    tolerance: float,
-    labels: Sequence[float],
-    scores: Sequence[float],
-    champion_scores: Sequence[float] | None,
-    figures: dict[str, float | None],
-) -> list[str]:
-    """Refuse a checkpoint whose mean score misses the observed rate beyond ``tolerance``
-    plus what chance allows a calibrated model (``CALIBRATION_Z`` standard errors of
-    the gap, from its own scores), unless it misses by less than the champion does."""
-    gap = calibration_gap(labels, scores)
-    chance = CALIBRATION_Z * math.sqrt(sum(p * (1 - p) for p in scores)) / len(scores)
-    allowed = tolerance + chance
-    champion_gap = None if champion_scores is None else calibration_gap(labels, champion_scores)
-    figures |= {"calibration_gap": gap, "calibration_allowed": allowed}
-    figures["champion_calibration_gap"] = champion_gap
-    if gap <= allowed or (champion_gap is not None and gap < champion_gap):
-        return []
-    return [
-        f"calibration: mean score is {gap:.4g} away from the observed positive rate "
-        f"> {allowed:.4g} allowed (tolerance {tolerance:g} + chance {chance:.3g})"
-    ]
 
 
 def _champion_scores(

@@ -13,7 +13,8 @@ import pytest
 
 from loopline.contracts import Example
 from loopline.spec import DEFAULT_SPEC, Spec, load_spec, parse_spec
-from pusher.qualify import COLD_START_ROWS, calibration_gap, qualify, ready
+from pusher.calibration import calibration_gap
+from pusher.qualify import COLD_START_ROWS, qualify, ready
 from pusher.recent import RecentHoldout, select
 from tests.unit.pusher.pusher_support import ConstantModel, examples, manifest
 
