@@ -100,3 +100,24 @@ def test_a_first_model_serves_before_the_holdout_settles(settings: Settings) -> 
     assert verdict["figures"]["cold_start"] == 1.0
     assert verdict["figures"]["holdout"] == 0 and verdict["figures"]["holdout_recent"] == 50
     assert verdict["action"] == "champion: nothing was serving"
+
+
+def test_a_mark_sent_while_the_pusher_runs_is_left_out_and_a_clear_brings_it_back(
+    settings: Settings,
+) -> None:
+    spec = load_spec(DEFAULT_SPEC)
+    rows = examples(spec.qualification.min_holdout, seed=8, holdout=0.1)
+    publish_examples(settings, rows)
+    start = rows[0].ts - timedelta(minutes=1)
+    window = {"start": start.isoformat(), "end": (start + timedelta(minutes=2)).isoformat()}
+    with pusher(settings, spec) as worker:
+        wait_for(worker.control.ready.is_set, "the pusher to follow control")
+        wait_for(lambda: len(worker.holdout) == len(rows), "the pusher to read the holdout")
+        mark = make_command(CommandKind.MARK_ANOMALOUS, spec.name, reason="bots", args=window)
+        send(settings, mark)
+        wait_for(lambda: bool(worker.control.state.excluded), "the mark to be followed")
+        assert worker.recent().anomalous == len(rows)
+        clear = make_command(CommandKind.CLEAR_ANOMALOUS, spec.name, args={"id": mark.command_id})
+        send(settings, clear)
+        wait_for(lambda: not worker.control.state.excluded, "the clear to be followed")
+        assert len(worker.recent().settled) == len(rows)
