@@ -154,7 +154,12 @@ class OnlineFeatures:
         return len(data) - skipped
 
     def read(self, entity_ids: Sequence[str]) -> list[dict[str, FeatureValue]]:
-        """One dict per entity, every entity feature by name (None when unknown)."""
+        """One dict per entity, every entity feature by name (None when unknown).
+
+        A spec without entity features reads nothing (Redis refuses an ``HMGET`` of no
+        field)."""
+        if not self._names:
+            return [{} for _ in entity_ids]
         with self._client.pipeline(transaction=False) as pipe:
             for entity_id in entity_ids:
                 pipe.hmget(self.redis_key(entity_id), self._fields)  # type: ignore[arg-type]

@@ -12,6 +12,11 @@ from __future__ import annotations
 import hashlib
 
 _SCALE = 2**64
+#: Holdout examples the pusher keeps in memory, newest first out of its tail.
+HOLDOUT_CAPACITY = 5000
+#: Records of each partition of ``examples`` (and ``predictions``, ``labels``) the
+#: pusher reads back on start to rebuild its holdout and online metrics.
+TAIL_RECORDS = 50_000
 
 
 def holdout_position(event_id: str) -> float:

@@ -19,9 +19,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from loopline.errors import SpecError
+from loopline.holdout import HOLDOUT_CAPACITY, TAIL_RECORDS
 
 DEFAULT_SPEC = Path(__file__).parent / "specs" / "yarn_shop.toml"
 
@@ -114,16 +122,42 @@ class Training(_Section):
     metric_window_seconds: float = Field(default=3600, gt=0)
     keep_checkpoints: int = Field(default=10, gt=0)
 
+    @field_validator("holdout_fraction")
+    @classmethod
+    def _holds_something_out(cls, value: float) -> float:
+        if value == 0:
+            raise ValueError(
+                "0 holds no example out, so the pusher could never qualify a checkpoint "
+                "(use a share such as 0.1)"
+            )
+        return value
+
 
 class Qualification(_Section):
+    """How the pusher judges a checkpoint: on the recent, settled holdout (docs/spec.md)."""
+
     metric: str = "log_loss"
     higher_is_better: bool = False
     tolerance: float = Field(default=0.01, ge=0)
-    min_holdout: int = Field(default=200, gt=0)
+    min_holdout: int = Field(default=200, gt=0, le=HOLDOUT_CAPACITY)
+    window_seconds: float = Field(default=3600, gt=0)
+    window_examples: int = Field(default=500, gt=0, le=HOLDOUT_CAPACITY)
+    settle: Literal["horizon", "label"] = "horizon"
+    calibration_tolerance: float = Field(default=0.02, ge=0)
+    cold_start_examples: int = Field(default=200, ge=0)
     score_mean_min: float = 0.0
     score_mean_max: float = 1.0
     min_score_std: float = Field(default=1e-4, ge=0)
     max_latency_ms: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _window_holds_min_holdout(self) -> Qualification:
+        if self.window_examples < self.min_holdout:
+            raise ValueError(
+                f"window_examples {self.window_examples} is below min_holdout "
+                f"{self.min_holdout}: the recent holdout could never hold enough examples"
+            )
+        return self
 
 
 class Guardrail(_Section):
@@ -203,7 +237,26 @@ class Spec(_Section):
         fb = self.fallback
         if fb.kind == "lookup" and fb.feature not in self.features:
             raise ValueError(f"fallback.feature {fb.feature!r} is not a declared feature")
+        self._holdout_reachable()
         return self
+
+    def _holdout_reachable(self) -> None:
+        """The pusher must be able to gather ``min_holdout`` settled holdout examples."""
+        q, fraction = self.qualification, self.training.holdout_fraction
+        needed = q.min_holdout / fraction
+        if needed > TAIL_RECORDS:
+            raise ValueError(
+                f"training.holdout_fraction {fraction:g} is too small for "
+                f"qualification.min_holdout {q.min_holdout}: it takes {needed:,.0f} examples "
+                f"to hold that many out, more than the {TAIL_RECORDS:,} of each partition the "
+                f"pusher reads back on start (raise holdout_fraction or lower min_holdout)"
+            )
+        if q.settle == "label" and self.label.on_missing == "default":
+            raise ValueError(
+                "qualification.settle = 'label' needs label.on_missing = 'drop': defaulted "
+                "labels only arrive at the horizon, so the recent holdout would hold the "
+                "explicit labels alone"
+            )
 
     @property
     def all_feature_names(self) -> tuple[str, ...]:

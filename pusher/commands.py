@@ -12,6 +12,12 @@ resumes from its committed offsets, so a Command sent while the pusher was down 
 applied when it comes back. A group with no committed offset (a first start, or
 offsets the broker expired) starts at the end of the log and commits that position at
 once, so it never replays last week's rollback over what happened since.
+
+The follower also keeps the model's :class:`~loopline.control_state.ControlState` (the
+windows marked anomalous, which qualification leaves out): :meth:`ControlFollower.catch_up`
+folds the whole log on start, and every Command read after is folded in too. Folding
+again a suffix of the log already folded (the group's uncommitted tail) ends in the same
+state.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from prometheus_client import Counter
 
 from loopline import routing_actions
 from loopline.contracts import Command
-from loopline.control import applies_to
+from loopline.control import applies_to, read_log
+from loopline.control_state import ControlState
 from loopline.errors import LooplineError, RecordError
 from loopline.kafka import consumer_config
 from loopline.routing import AlreadyApplied, RoutingContention, RoutingStore
@@ -42,8 +49,13 @@ class ControlFollower:
         self.model_name = model_name
         self.store = store
         self.applied: list[str] = []
+        self.state = ControlState(model_name)
         #: Set once the consumer holds its partitions at known positions.
         self.ready = threading.Event()
+
+    def catch_up(self, timeout: float = 15.0) -> None:
+        """Fold every Command on the log so far into :attr:`state`."""
+        self.state = ControlState.fold(read_log(self.settings, timeout).commands, self.model_name)
 
     def consumer(self) -> Consumer:
         s = self.settings
@@ -81,6 +93,7 @@ class ControlFollower:
             return
         if not applies_to(command, self.model_name):
             return
+        self.state.apply(command)
         if self.store.command_applied(command.command_id):
             return
         try:

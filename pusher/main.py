@@ -11,6 +11,7 @@ import redis
 from confluent_kafka import KafkaException
 from prometheus_client import start_http_server
 
+from loopline.errors import BrokerUnavailable
 from loopline.routing import RoutingContention
 from loopline.settings import Settings
 from loopline.signing import require_safe
@@ -44,7 +45,13 @@ def run_until(pusher: Pusher, stop: threading.Event, max_backoff: float = 30.0) 
     while not stop.is_set():
         try:
             pusher.run(stop)
-        except (redis.RedisError, RoutingContention, KafkaException, OSError) as exc:
+        except (
+            redis.RedisError,
+            RoutingContention,
+            KafkaException,
+            BrokerUnavailable,
+            OSError,
+        ) as exc:
             # Start over from the committed offsets and the state in Redis: a checkpoint
             # being judged or a Command being applied when the outage hit is taken up
             # again, none is skipped.

@@ -10,10 +10,13 @@ Three consumers:
 - the tails of ``examples``, ``predictions`` and ``labels``, assigned without a
   group from the last ``tail_records`` of each partition: the holdout slice and the
   online metrics are rebuilt from the topics on start, nothing else to persist.
-- ``control``, in a group of its own: serving Commands (:mod:`pusher.commands`).
+- ``control``, in a group of its own: serving Commands (:mod:`pusher.commands`), and
+  the windows marked anomalous, which the whole log read on start brings up to date.
 
-A checkpoint waits (only the newest of a lineage) until the holdout slice holds the
-spec's ``min_holdout`` examples. Every ``tick_seconds`` the ramp driver runs; every
+A checkpoint is judged on the recent holdout (:mod:`pusher.recent`) and waits (only
+the newest of a lineage) until ``min_holdout`` recent examples have settled, or the
+cold-start rule lets a first model through (:func:`pusher.qualify.ready`). Every
+``tick_seconds`` the ramp driver runs; every
 ``sweep_seconds`` verdicts on checkpoints pruned from the store are deleted
 (:mod:`pusher.retention`).
 """
@@ -32,7 +35,7 @@ from loopline.checkpoints import CheckpointStore, manifest_sha256
 from loopline.contracts import CheckpointManifest, Example, Label, Prediction, utcnow
 from loopline.errors import CheckpointError, RecordError
 from loopline.heartbeat import Heartbeat
-from loopline.holdout import in_holdout
+from loopline.holdout import HOLDOUT_CAPACITY, TAIL_RECORDS, in_holdout
 from loopline.kafka import consumer_config
 from loopline.routing import RoutingStore
 from loopline.settings import Settings
@@ -42,11 +45,15 @@ from pusher.commands import ControlFollower
 from pusher.metrics import PusherMetrics
 from pusher.online import OnlineMetrics
 from pusher.policy import push
-from pusher.qualify import qualify
+from pusher.qualify import qualify, ready
 from pusher.ramp import RampDriver
+from pusher.recent import RecentHoldout, select
 from pusher.retention import VerdictSweeper
 
 log = logging.getLogger(__name__)
+
+#: How often waiting checkpoints are looked at again.
+LOOK_SECONDS = 0.25
 
 
 class Pusher:
@@ -55,8 +62,8 @@ class Pusher:
         settings: Settings,
         spec: Spec | None = None,
         *,
-        holdout_size: int = 5000,
-        tail_records: int = 50_000,
+        holdout_size: int = HOLDOUT_CAPACITY,
+        tail_records: int = TAIL_RECORDS,
         tick_seconds: float = 0.2,
         sweep_seconds: float = 600.0,
     ) -> None:
@@ -74,6 +81,8 @@ class Pusher:
         self._tail_records = tail_records
         self._tick_seconds = tick_seconds
         self._fraction = self.spec.training.holdout_fraction
+        self._settled = 0
+        self._next_look = 0.0
         self._examples = settings.topic("examples")
         self._predictions = settings.topic("predictions")
         self._waiting: dict[str, tuple[CheckpointManifest, Any, Message]] = {}
@@ -92,6 +101,7 @@ class Pusher:
         s = self.settings
         self._offsets.clear()
         self._waiting.clear()
+        self.control.catch_up()
         checkpoints = Consumer(consumer_config(s, f"{s.topic_prefix}pusher"))
         tail = Consumer(consumer_config(s, f"{s.topic_prefix}pusher-tail"))
         control = self.control.consumer()
@@ -117,6 +127,7 @@ class Pusher:
                     {
                         "model": self.spec.name,
                         "holdout": len(self.holdout),
+                        "holdout_settled": self._settled,
                         "waiting": list(self._waiting),
                     }
                 )
@@ -190,31 +201,46 @@ class Pusher:
             self._record(held[0], False, (f"superseded by {cid}",), {}, "not judged")
             self._done(held[2])
         self._waiting[manifest.lineage] = (manifest, model, msg)
-        if len(self.holdout) < self.spec.qualification.min_holdout:
+        self._next_look = 0.0
+        recent = self.recent()
+        first = self.routing.table().champion is None
+        if not ready(self.spec, manifest, recent, first=first):
             log.info(
-                "checkpoint %s waits for the holdout slice: %d of %d examples",
+                "checkpoint %s waits for the holdout: %d of %d recent examples settled",
                 cid,
-                len(self.holdout),
+                len(recent.settled),
                 self.spec.qualification.min_holdout,
             )
 
-    def _judge_waiting(self) -> None:
-        enough = self.spec.qualification.min_holdout
-        if not self._waiting or (len(self.holdout) < enough and self._fraction > 0):
-            return
-        for lineage in list(self._waiting):
-            manifest, model, msg = self._waiting.pop(lineage)
-            if self._fraction <= 0:
-                reasons: tuple[str, ...] = ("holdout: the spec's holdout_fraction is 0",)
-                self._record(manifest, False, reasons, {}, "refused")
-            else:
-                self._judge(manifest, model)
-            self._done(msg)
+    def recent(self) -> RecentHoldout:
+        """The recent holdout now, outside the windows marked anomalous."""
+        recent = select(self.spec, self.holdout, utcnow(), self.control.state.excluded)
+        self._settled = len(recent.settled)
+        return recent
 
-    def _judge(self, manifest: CheckpointManifest, model: Any) -> None:
-        champion_id = self.routing.table().champion
+    def _judge_waiting(self) -> None:
+        # Labels settle with time as well as with new examples: look again now and then.
+        if not self._waiting or time.monotonic() < self._next_look:
+            return
+        self._next_look = time.monotonic() + LOOK_SECONDS
+        recent = self.recent()
+        for lineage in list(self._waiting):
+            manifest, model, msg = self._waiting[lineage]
+            champion_id = self.routing.table().champion  # a verdict just now may set one
+            if ready(self.spec, manifest, recent, first=champion_id is None):
+                del self._waiting[lineage]
+                self._judge(manifest, model, recent, champion_id)
+                self._done(msg)
+
+    def _judge(
+        self,
+        manifest: CheckpointManifest,
+        model: Any,
+        recent: RecentHoldout,
+        champion_id: str | None,
+    ) -> None:
         champion = self._model(champion_id) if champion_id else None
-        verdict = qualify(self.spec, manifest, model, list(self.holdout), champion)
+        verdict = qualify(self.spec, manifest, model, recent, champion, first=champion_id is None)
         action = "refused"
         if verdict.qualified:
             action = push(self.spec, self.routing, manifest, self._manifest)

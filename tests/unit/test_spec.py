@@ -86,6 +86,32 @@ def test_wrong_type_is_named_with_what_was_given() -> None:
         ),
         (lambda d: d["model"].update(factory="not a ref"), "model.factory", "pattern"),
         (lambda d: d.pop("label"), "label", "missing"),
+        (
+            lambda d: d["training"].update(holdout_fraction=0),
+            "training.holdout_fraction",
+            "0 holds no example out",
+        ),
+        (
+            lambda d: d["training"].update(holdout_fraction=0.001),
+            "<root>",
+            "training.holdout_fraction 0.001 is too small for qualification.min_holdout 200: "
+            "it takes 200,000 examples",
+        ),
+        (
+            lambda d: d["qualification"].update(window_examples=100),
+            "qualification",
+            "window_examples 100 is below min_holdout 200",
+        ),
+        (
+            lambda d: d["qualification"].update(min_holdout=6000, window_examples=6000),
+            "qualification.min_holdout",
+            "less than or equal to 5000",
+        ),
+        (
+            lambda d: d["qualification"].update(settle="label"),
+            "<root>",
+            "settle = 'label' needs label.on_missing = 'drop'",
+        ),
     ],
 )
 def test_bad_specs_fail_naming_the_key(change: Any, key: str, words: str) -> None:

@@ -52,7 +52,7 @@ def test_bad_checkpoints_are_refused_with_their_reasons(settings: Settings) -> N
         assert verdict["verdict"] == "refused", verdict
         return {r.split(":")[0] for r in verdict["reasons"]}
 
-    assert codes("ck-constant") == {"constant", "mean", "metric"}
+    assert codes("ck-constant") == {"constant", "mean", "metric", "calibration"}
     assert codes("ck-foreign") == {"schema"}
     assert codes("ck-tampered") == {"signature"}
     assert "signature missing or invalid" in verdicts["ck-tampered"]["reasons"][0]

@@ -28,10 +28,13 @@ def spec_variant(
     label: dict[str, Any] | None = None,
     health: dict[str, Any] | None = None,
     base: Path = DEFAULT_SPEC,
+    entity_features: dict[str, Any] | None = None,
 ) -> Path:
-    """A copy of a spec with some label / health keys replaced."""
+    """A copy of a spec with some label / health keys (or the entity features) replaced."""
     data = tomllib.loads(base.read_text())
     data["label"].update(label or {})
+    if entity_features is not None:
+        data["entity"]["features"] = entity_features
     data["health"] = {**data.get("health", {}), **FAST_HEALTH, **(health or {})}
     path = directory / f"spec-{time.monotonic_ns()}.toml"
     path.write_text(to_toml(data))

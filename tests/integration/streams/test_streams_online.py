@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from datetime import UTC, datetime, timedelta
 
 import redis
@@ -9,6 +10,7 @@ import redis
 from feature_repo.definitions import ttl_seconds
 from feature_repo.online import OnlineFeatures
 from loopline.settings import Settings
+from loopline.spec import DEFAULT_SPEC, parse_spec
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -76,3 +78,15 @@ def test_keys_carry_a_ttl_and_deployments_are_isolated(settings: Settings) -> No
         client.close()
         mine.close()
         theirs.close()
+
+
+def test_a_spec_without_entity_features_reads_without_asking_redis(settings: Settings) -> None:
+    data = tomllib.loads(DEFAULT_SPEC.read_text())
+    data["entity"]["features"] = {}
+    spec = parse_spec(data)
+    store = OnlineFeatures(settings, spec)
+    try:
+        assert store.write([("u1", {}, T0)]) == 1
+        assert store.read(["u1", "nobody"]) == [{}, {}]
+    finally:
+        store.close()

@@ -71,6 +71,25 @@ def test_valid_events_and_labels_become_examples_with_served_features(
     assert u0["click_rate_24h"] == pytest.approx(0.5)
 
 
+def test_a_spec_without_entity_features_makes_examples_of_request_features(
+    settings: Settings, tmp_path: Path
+) -> None:
+    path = spec_variant(tmp_path, label={"horizon_seconds": 4}, entity_features={})
+    settings = settings.replace(spec=path)
+    assert settings.load_spec().entity.features == {}
+    now = datetime.now(UTC)
+    with Publisher(settings) as pub:
+        ids = [pub.event(f"u{i}", GOOD, now + timedelta(milliseconds=i)) for i in range(3)]
+        pub.label(ids[0], "u0", 1)
+    with worker(settings):
+        wait_books(
+            settings, 3, 1, settled=lambda b: b.get("pending") == 0 and b.get("labels_joined") == 1
+        )
+        got = {e["event_id"]: e for e in examples(settings, 3)}
+    assert got[ids[0]]["label"] == 1 and got[ids[1]]["label"] == 0
+    assert set(got[ids[0]]["features"]) == set(settings.load_spec().features)
+
+
 def _event(
     event_id: str, entity: str, ts: datetime, features: dict[str, object], **extra: object
 ) -> bytes:

@@ -1,7 +1,8 @@
 """River's Phishing dataset through Kafka with a label delay: the trainer's progressive
 metrics against River's ``evaluate.progressive_val_score(..., delay=...)``.
 
-Examples are published in the order River reveals the answers (``stream.simulate_qa``).
+Examples are published in the order River reveals the answers (``stream.simulate_qa``),
+the holdout slice's rows left out, so that the trainer learns every row River does.
 The trainer scores each example when it arrives, i.e. when its label does; River
 scores at question time, ``delay`` examples earlier. With a short delay the two agree
 within a point; the gap grows with the delay (staleness River measures and a
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from river import datasets, evaluate, metrics, stream
 
 from loopline.contracts import Example
+from loopline.holdout import in_holdout
 from loopline.settings import Settings
 from loopline.spec import load_spec
 from tests.integration.trainer.trainer_support import publish, step_until
@@ -26,34 +29,43 @@ DELAY = 10
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def delayed_examples(delay: int) -> list[Example]:
+def learned_rows(fraction: float) -> list[tuple[str, dict[str, Any], bool]]:
+    """Phishing's rows outside the holdout slice, each with its event id."""
+    rows = [(f"p{i}", x, y) for i, (x, y) in enumerate(datasets.Phishing())]
+    return [row for row in rows if not in_holdout(row[0], fraction)]
+
+
+def delayed_examples(rows: list[tuple[str, dict[str, Any], bool]], delay: int) -> list[Example]:
+    dataset = [(x, y) for _, x, y in rows]
     return [
         Example(
-            event_id=f"p{i}",
+            event_id=rows[i][0],
             entity_id=f"site{i}",
             ts=T0 + timedelta(seconds=i),
             features=x,
             label=float(y),
             label_ts=T0 + timedelta(seconds=i + delay),
         )
-        for i, x, y in stream.simulate_qa(datasets.Phishing(), None, delay)
+        for i, x, y in stream.simulate_qa(dataset, None, delay)
         if y is not None
     ]
 
 
 def test_progressive_metrics_match_river_with_label_delay(settings: Settings) -> None:
     spec = load_spec(SPEC)
-    examples = delayed_examples(DELAY)
-    assert len(examples) == 1250
+    rows = learned_rows(spec.training.holdout_fraction)
+    examples = delayed_examples(rows, DELAY)
+    n = len(examples)
+    assert 900 < n < 1100
     publish(settings, examples, partition=0)
     trainer = Trainer(settings.replace(spec=SPEC), spec)
     trainer.start()
     try:
-        step_until(trainer, lambda: trainer.position.get(0) == 1250, 60, "the whole dataset")
+        step_until(trainer, lambda: trainer.position.get(0) == n, 60, "the whole dataset")
         manifest = trainer.checkpoint() or trainer.parent
     finally:
         trainer.close()
-    assert manifest is not None and manifest.examples_seen == 1250
+    assert manifest is not None and manifest.examples_seen == n
     river_metrics = {
         "accuracy": metrics.Accuracy(),
         "roc_auc": metrics.ROCAUC(),
@@ -61,7 +73,7 @@ def test_progressive_metrics_match_river_with_label_delay(settings: Settings) ->
     }
     for name, metric in river_metrics.items():
         river = evaluate.progressive_val_score(
-            datasets.Phishing(), spec.build_model(), metric, delay=DELAY
+            [(x, y) for _, x, y in rows], spec.build_model(), metric, delay=DELAY
         ).get()
         ours = manifest.metrics[name]
         assert ours is not None

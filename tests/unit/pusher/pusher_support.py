@@ -76,6 +76,7 @@ def manifest(
     examples_seen: int = 0,
     schema_hash: str | None = None,
     created_at: datetime | None = None,
+    metrics: dict[str, float | None] | None = None,
 ) -> CheckpointManifest:
     return CheckpointManifest(
         checkpoint_id=checkpoint_id,
@@ -89,7 +90,7 @@ def manifest(
         examples_seen=examples_seen,
         examples_excluded=0,
         excluded_windows=(),
-        metrics={},
+        metrics=metrics or {},
         blob_sha256="",
         created_at=created_at or datetime.now(UTC),
         lineage=lineage,
