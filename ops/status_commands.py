@@ -191,7 +191,7 @@ def history(
         for column in ("at", "kind", "by", "what", "why"):
             table.add_column(column, overflow="fold")
         for e in entries:
-            table.add_row(*(Text(v) for v in (_when(e.at), e.kind, e.by, e.what, e.why)))
+            table.add_row(*(Text(v) for v in (_when(e.at), e.kind, e.who, e.what, e.why)))
         console.print(table)
     for caveat in found.caveats:
         errors.print(f"[yellow]incomplete:[/yellow] {escape(caveat)}")

@@ -12,6 +12,11 @@ resumes from its committed offsets, so a Command sent while the pusher was down 
 applied when it comes back. A group with no committed offset (a first start, or
 offsets the broker expired) starts at the end of the log and commits that position at
 once, so it never replays last week's rollback over what happened since.
+
+When operator keys are configured (``LOOPLINE_OPERATOR_KEYS``; outside development
+mode the pusher does not start without them), a Command whose signature does not
+prove its ``issued_by`` is not applied: it is logged with why and counted
+(``loopline_pusher_control_refused``), and its offset committed like any other.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ from prometheus_client import Counter
 
 from loopline import routing_actions
 from loopline.contracts import Command
-from loopline.control import applies_to
+from loopline.control import admit, applies_to
 from loopline.errors import LooplineError, RecordError
 from loopline.kafka import consumer_config
 from loopline.routing import AlreadyApplied, RoutingContention, RoutingStore
 from loopline.settings import Settings
+from loopline.signing.commands import operator_keys
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +42,15 @@ log = logging.getLogger(__name__)
 class ControlFollower:
     #: Counts records on control that hold no Command (the pusher sets its metric here).
     unreadable: Counter | None = None
+    #: Counts Commands refused for their signature (the pusher sets its metric here).
+    refused: Counter | None = None
 
     def __init__(self, settings: Settings, model_name: str, store: RoutingStore) -> None:
         self.settings = settings
         self.model_name = model_name
         self.store = store
         self.applied: list[str] = []
+        self.keys = operator_keys(settings)
         #: Set once the consumer holds its partitions at known positions.
         self.ready = threading.Event()
 
@@ -80,6 +89,10 @@ class ControlFollower:
                 self.unreadable.inc()
             return
         if not applies_to(command, self.model_name):
+            return
+        if admit(self.keys, command) is not None:
+            if self.refused is not None:
+                self.refused.inc()
             return
         if self.store.command_applied(command.command_id):
             return

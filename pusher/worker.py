@@ -32,7 +32,7 @@ from loopline.checkpoints import CheckpointStore, manifest_sha256
 from loopline.contracts import CheckpointManifest, Example, Label, Prediction, utcnow
 from loopline.errors import CheckpointError, RecordError
 from loopline.heartbeat import Heartbeat
-from loopline.holdout import in_holdout
+from loopline.holdout import Holdout
 from loopline.kafka import consumer_config
 from loopline.routing import RoutingStore
 from loopline.settings import Settings
@@ -73,7 +73,7 @@ class Pusher:
         self.sweeper = VerdictSweeper(self.routing, self.store, self.spec.name, sweep_seconds)
         self._tail_records = tail_records
         self._tick_seconds = tick_seconds
-        self._fraction = self.spec.training.holdout_fraction
+        self._holdout = Holdout.of(settings, self.spec.training.holdout_fraction)
         self._examples = settings.topic("examples")
         self._predictions = settings.topic("predictions")
         self._waiting: dict[str, tuple[CheckpointManifest, Any, Message]] = {}
@@ -81,6 +81,7 @@ class Pusher:
         self._models: dict[str, Any] = {}
         self.metrics = PusherMetrics(self.routing)
         self.control.unreadable = self.metrics.unreadable.labels("control")
+        self.control.refused = self.metrics.refused_commands
         self.registry = self.metrics.registry
         self.verdicts = self.metrics.verdicts
         self.ramp_actions = self.metrics.ramp_actions
@@ -147,7 +148,7 @@ class Pusher:
             if topic == self._examples:
                 name = "examples"
                 example = Example.from_json(raw)
-                if in_holdout(example.event_id, self._fraction):
+                if example.event_id in self._holdout:
                     self.holdout.append(example)
             elif topic == self._predictions:
                 name = "predictions"
@@ -200,11 +201,11 @@ class Pusher:
 
     def _judge_waiting(self) -> None:
         enough = self.spec.qualification.min_holdout
-        if not self._waiting or (len(self.holdout) < enough and self._fraction > 0):
+        if not self._waiting or (len(self.holdout) < enough and self._holdout.fraction > 0):
             return
         for lineage in list(self._waiting):
             manifest, model, msg = self._waiting.pop(lineage)
-            if self._fraction <= 0:
+            if self._holdout.fraction <= 0:
                 reasons: tuple[str, ...] = ("holdout: the spec's holdout_fraction is 0",)
                 self._record(manifest, False, reasons, {}, "refused")
             else:
