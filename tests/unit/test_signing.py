@@ -17,12 +17,8 @@ from loopline.settings import Settings
 from loopline.signing import private_key, public_key, require_safe
 from loopline.signing.guard import refusals
 from loopline.signing.keys import development_private_key, encode, public_bytes
-
-
-def _keys(tmp_path: Path) -> Path:
-    result = CliRunner().invoke(app, ["keys", "new", "--out", str(tmp_path / "keys")])
-    assert result.exit_code == 0, result.output
-    return tmp_path / "keys"
+from tests.unit.signing_support import keys as _keys
+from tests.unit.signing_support import production as _production
 
 
 def test_keys_new_writes_every_key_with_secret_private_halves(tmp_path: Path) -> None:
@@ -69,20 +65,6 @@ def test_key_files_and_inline_keys_are_the_same_key(tmp_path: Path) -> None:
 def test_a_bad_key_names_its_setting() -> None:
     with pytest.raises(ConfigError, match="LOOPLINE_PUSHER_PUBLIC_KEY: not an Ed25519 key"):
         public_key(Settings.from_env({}, pusher_public_key="s3cret"), "pusher")
-
-
-def _production(tmp_path: Path, **values: str) -> Settings:
-    keys = _keys(tmp_path)
-    return Settings.from_env(
-        {},
-        signing_key=str(keys / "trainer.key"),
-        trainer_public_key=str(keys / "trainer.pub"),
-        pusher_signing_key=str(keys / "pusher.key"),
-        pusher_public_key=str(keys / "pusher.pub"),
-        holdout_key=str(keys / "holdout.key"),
-        operator_keys=str(keys / "operators"),
-        **values,
-    )
 
 
 def test_every_worker_starts_with_its_own_keys(tmp_path: Path) -> None:
