@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -253,3 +256,26 @@ def test_an_operator_key_held_by_a_worker_that_issues_nothing_is_refused(tmp_pat
     )
     found = refusals(settings, "trainer")
     assert any("LOOPLINE_OPERATOR_KEY is set for trainer" in f for f in found), found
+
+
+def test_a_trainer_started_without_operator_or_holdout_keys_refuses_and_names_them(
+    tmp_path: Path,
+) -> None:
+    settings = production(tmp_path).replace(
+        pusher_signing_key=None, operator_keys=None, holdout_key=None, state_dir=tmp_path
+    )
+    env = settings.process_env({k: v for k, v in os.environ.items() if k != "LOOPLINE_ENV"})
+    result = subprocess.run(
+        [sys.executable, "-m", "loopline", "run", "trainer"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    said = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2, said
+    assert "trainer refuses to start outside development mode" in said, said
+    for setting in ("LOOPLINE_OPERATOR_KEYS is not set", "LOOPLINE_HOLDOUT_KEY is not set"):
+        assert setting in said, setting
+    assert "LOOPLINE_SIGNING_KEY" not in said  # the keys it holds are fine
