@@ -77,6 +77,11 @@ def states(settings: Settings, scope: str) -> dict[str, ControlState]:
             f"[yellow]{control.unreadable} records on control are not readable commands: "
             "skipped[/yellow]"
         )
+    if control.refused:
+        errors.print(
+            f"[yellow]{len(control.refused)} commands on control are not signed by an operator "
+            "key the workers hold: not applied (`loopline history`)[/yellow]"
+        )
     return {m: ControlState.fold(control.commands, m) for m in models_in_scope(settings, scope)}
 
 

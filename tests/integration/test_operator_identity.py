@@ -6,9 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typer.testing import CliRunner
 
+from loopline.cli import app
 from loopline.contracts import Command, CommandKind
 from loopline.control import issue, make_command, read_log, send
 from loopline.routing import RoutingStore, serve_only
@@ -116,6 +119,15 @@ def test_the_trainer_ignores_forged_pauses_and_applies_a_signed_one(
     assert entries["unsigned"].what.endswith("[refused: not applied]")
     assert "unverified: the signature does not verify" in entries["stranger"].who
     assert entries["maintenance"].as_dict()["verified"] is True
+
+    env = reader.process_env({"COLUMNS": "250"})
+    status = CliRunner().invoke(app, ["status", "--json"], env=env)
+    assert status.exit_code == 0, status.output
+    training = orjson.loads(status.stdout)["training"]
+    assert (training["paused"], training["paused_by"]) == (True, "alice")
+    assert training["control_refused"] == 3
+    shown = CliRunner().invoke(app, ["history"], env=env)
+    assert "alice (unverified: not signed)" in shown.stdout, shown.output
 
 
 def test_the_pusher_ignores_a_forged_kill_switch_and_applies_a_signed_one(
