@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     )
     env: Literal["production", "dev"] = Field(
         "production",
-        description="LOOPLINE_ENV: `dev` accepts the well-known development keys, no serving token and an unprotected Redis off loopback; anything else is production, where workers refuse them.",
+        description="LOOPLINE_ENV: `dev` accepts the well-known development keys and holdout key, unsigned control Commands while no operator keys are set, no serving token and an unprotected Redis off loopback; anything else is production, where workers refuse them.",
     )
     signing_key: SecretStr | None = Field(
         None,
