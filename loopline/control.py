@@ -132,7 +132,9 @@ def read_log(
     counted, not fatal.
 
     Each partition's commands keep their topic order (a scope's commands stay in the
-    order they were sent); partitions are merged by ``issued_at``.
+    order they were sent); partitions are merged by ``issued_at``. A command id seen
+    again is dropped, as every reader does: a copy of an old signed pause, put back on
+    the topic, pauses nothing.
     """
     keys = operator_keys(settings) if keys is None else keys
     per_partition: dict[int, list[Command]] = {}
@@ -147,8 +149,12 @@ def read_log(
             refused.append(no)
         else:
             per_partition.setdefault(record.partition, []).append(command)
-    merged = list(heapq.merge(*per_partition.values(), key=lambda c: c.issued_at))
-    return ControlLog(merged, unreadable, refused)
+    merged = heapq.merge(*per_partition.values(), key=lambda c: c.issued_at)
+    # A Command sent again (a retried send, a copied record) is the same Command, once.
+    once: dict[str, Command] = {}
+    for command in merged:
+        once.setdefault(command.command_id, command)
+    return ControlLog(list(once.values()), unreadable, refused)
 
 
 def read_all(settings: Settings, timeout: float = 10.0) -> list[Command]:
