@@ -36,7 +36,7 @@ from loopline.checkpoints import CheckpointStore
 from loopline.contracts import Example, Features
 from loopline.devstack import free_port, start_broker
 from loopline.errors import CheckpointError, RecordError
-from loopline.holdout import in_holdout
+from loopline.holdout import Holdout
 from loopline.kafka import consumer_config, create_topics
 from loopline.publisher import Publisher
 from loopline.settings import Settings
@@ -72,7 +72,9 @@ class Probes:
         self.first_model_at: float | None = None
 
 
-def publish(settings: Settings, probes: Probes, rate: float, seconds: float, holdout: float) -> int:
+def publish(
+    settings: Settings, probes: Probes, rate: float, seconds: float, holdout: Holdout
+) -> int:
     rng = random.Random(1)
     sent = 0
     next_probe = time.monotonic() + 1
@@ -83,7 +85,7 @@ def publish(settings: Settings, probes: Probes, rate: float, seconds: float, hol
             x = features(rng)
             event_id = pub.event(entity, x)
             clicked = rng.random() < (0.35 if x["discount"] else 0.08)
-            is_probe = time.monotonic() >= next_probe and not in_holdout(event_id, holdout)
+            is_probe = time.monotonic() >= next_probe and event_id not in holdout
             pub.label(event_id, entity, clicked)
             if is_probe:
                 pub.flush()
@@ -220,7 +222,7 @@ def main() -> None:
             ]
             for t in threads:
                 t.start()
-            holdout = settings.load_spec().training.holdout_fraction
+            holdout = Holdout.of(settings, settings.load_spec().training.holdout_fraction)
             sent = publish(settings, probes, args.rate, args.seconds, holdout)
             print(f"published {sent} events and labels; waiting for the last probes")
             deadline = time.monotonic() + 30

@@ -29,7 +29,7 @@ from river import metrics
 
 from loopline.contracts import Example, Features
 from loopline.devstack import free_port, start_broker
-from loopline.holdout import in_holdout
+from loopline.holdout import DEVELOPMENT_KEY, Holdout
 from loopline.kafka import create_topics, producer_config
 from loopline.settings import Settings
 from loopline.spec import DEFAULT_SPEC, Spec, load_spec
@@ -81,10 +81,8 @@ class RiverLoop:
     same three metrics (River's), learned unless it is in the holdout slice."""
 
     def __init__(self, spec: Spec, records: list[Example]) -> None:
-        fraction = spec.training.holdout_fraction
-        self.data = [
-            (ex.features, ex.label == 1.0, in_holdout(ex.event_id, fraction)) for ex in records
-        ]
+        holdout = Holdout(spec.training.holdout_fraction, DEVELOPMENT_KEY)  # the trainer's, in dev
+        self.data = [(ex.features, ex.label == 1.0, ex.event_id in holdout) for ex in records]
         self.model = spec.build_model()
         self.metrics = (metrics.LogLoss(), metrics.ROCAUC(), metrics.Accuracy())  # type: ignore[no-untyped-call]
         self.done = 0

@@ -305,7 +305,9 @@ class Command(_Record):
     """An instruction on ``control``. ``scope`` is a model name, or ``*`` for all.
 
     ``args`` holds what the kind needs (a window's ``start``/``end``, a checkpoint id);
-    ``evidence`` says why, e.g. what the data-health monitor saw move.
+    ``evidence`` says why, e.g. what the data-health monitor saw move. ``signature`` is
+    the Ed25519 signature (base64) of every other field by the operator key that
+    ``issued_by`` names (see :mod:`loopline.signing.commands`); empty when unsigned.
     """
 
     command_id: str
@@ -316,6 +318,7 @@ class Command(_Record):
     reason: str = ""
     args: dict[str, Any] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
+    signature: str = ""
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -329,6 +332,9 @@ class Command(_Record):
         reason = obj.get("reason", "")
         if not isinstance(reason, str):
             raise RecordError(Reason.WRONG_TYPE, "reason must be a string")
+        signature = obj.get("signature") or ""
+        if not isinstance(signature, str):
+            raise RecordError(Reason.WRONG_TYPE, "signature must be a string")
         return cls(
             command_id=_str(obj, "command_id"),
             kind=command_kind,
@@ -338,6 +344,7 @@ class Command(_Record):
             reason=reason,
             args=_free_form(obj, "args"),
             evidence=_free_form(obj, "evidence"),
+            signature=signature,
         )
 
 

@@ -26,6 +26,16 @@ from loopline.spec import DEFAULT_SPEC, Spec, load_spec
 
 ENV_PREFIX = "LOOPLINE_"
 
+#: settings whose values are secret (kept out of reprs, passed on to child processes)
+SECRETS = (
+    "signing_key",
+    "pusher_signing_key",
+    "serving_token",
+    "holdout_key",
+    "operator_key",
+    "kafka_password",
+)
+
 TOPICS = ("events", "labels", "examples", "deadletter", "control", "checkpoints", "predictions")
 
 
@@ -112,7 +122,7 @@ class Settings(BaseSettings):
     )
     env: Literal["production", "dev"] = Field(
         "production",
-        description="LOOPLINE_ENV: `dev` accepts the well-known development keys, no serving token, an unprotected Redis off loopback and a Kafka broker off loopback without a login; anything else is production, where workers refuse them.",
+        description="LOOPLINE_ENV: `dev` accepts the well-known development keys and holdout key, unsigned control Commands while no operator keys are set, no serving token, an unprotected Redis off loopback and a Kafka broker off loopback without a login; anything else is production, where workers refuse them.",
     )
     signing_key: SecretStr | None = Field(
         None,
@@ -129,6 +139,18 @@ class Settings(BaseSettings):
     pusher_public_key: str | None = Field(
         None,
         description="LOOPLINE_PUSHER_PUBLIC_KEY: the pusher's Ed25519 public key (base64 or key file path) serving verifies verdicts with.",
+    )
+    holdout_key: SecretStr | None = Field(
+        None,
+        description="LOOPLINE_HOLDOUT_KEY: the secret that keys the holdout slice's hash of event ids (at least 16 characters, or a key file path); the trainer and the pusher hold the same one.",
+    )
+    operator_key: SecretStr | None = Field(
+        None,
+        description="LOOPLINE_OPERATOR_KEY: this operator's Ed25519 private key that signs control Commands: a `NAME.key` file from `loopline keys new --operator NAME` (the name is the identity), or NAME=base64; the streams worker holds its own for auto-pauses.",
+    )
+    operator_keys: str | None = Field(
+        None,
+        description="LOOPLINE_OPERATOR_KEYS: the operators' Ed25519 public keys that control readers accept Commands from: a directory of NAME.pub files, or a comma-separated list of NAME=base64 or NAME.pub paths.",
     )
     publish_timeout_seconds: float = Field(
         15.0,
@@ -277,7 +299,7 @@ class Settings(BaseSettings):
     def to_env(self) -> dict[str, str]:
         """The ``LOOPLINE_*`` variables that make :meth:`from_env` read these settings back."""
         values = self.model_dump(mode="json")
-        for name in ("signing_key", "pusher_signing_key", "serving_token", "kafka_password"):
+        for name in SECRETS:
             secret = getattr(self, name)
             if secret is not None:
                 values[name] = secret.get_secret_value()

@@ -29,7 +29,12 @@ from pydantic import (
 )
 
 from loopline.errors import SpecError
-from loopline.holdout import HOLDOUT_CAPACITY, TAIL_RECORDS
+
+#: Holdout examples the pusher keeps in memory, newest first out of its tail.
+HOLDOUT_CAPACITY = 5000
+#: Records of each partition of ``examples`` (and ``predictions``, ``labels``) the
+#: pusher reads back on start to rebuild its holdout and online metrics.
+TAIL_RECORDS = 50_000
 
 DEFAULT_SPEC = Path(__file__).parent / "specs" / "yarn_shop.toml"
 

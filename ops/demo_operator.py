@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from loopline import routing_actions
 from loopline.contracts import Command, CommandKind, utcnow
-from loopline.control import make_command, send
+from loopline.control import issue, send
 from loopline.routing import RoutingStore, RoutingTable
 from loopline.settings import Settings
 
@@ -97,13 +97,20 @@ class Operator:
         args = {"start": start.isoformat(), "end": end.isoformat()}
         return self._send(
             self.settings,
-            make_command(CommandKind.MARK_ANOMALOUS, reason=reason, issued_by=OPERATOR, args=args),
+            issue(
+                self.settings,
+                CommandKind.MARK_ANOMALOUS,
+                reason=reason,
+                issued_by=OPERATOR,
+                args=args,
+            ),
         )
 
     def resume(self, reason: str) -> Command:
         self._say("loopline", "resume")
         kind = CommandKind.RESUME
-        return self._send(self.settings, make_command(kind, reason=reason, issued_by=OPERATOR))
+        command = issue(self.settings, kind, reason=reason, issued_by=OPERATOR)
+        return self._send(self.settings, command)
 
     def rollback(self, store: RoutingStore, reason: str, to: str | None = None) -> RoutingTable:
         self._say("loopline", "rollback", *(["--to", to] if to else []), "--reason", reason)

@@ -5,7 +5,10 @@ One time line from the records each part of the loop keeps: checkpoints (the
 reasons, and what the push did), every change to the routing state (pushes, ramp
 stages, guardrail rollbacks, operators' rollbacks, pins, the kill switch: the routing
 log in Redis, its last 200 entries) and every command on ``control`` (pauses,
-resumes, anomalous windows, replays, with who and why). A source that cannot be read,
+resumes, anomalous windows, replays, with who and why). Who issued a command is the
+operator key that signed it: an entry whose signature does not prove its ``by`` says
+why it is unverified, and a command readers refused says it was not applied. A
+source that cannot be read,
 or that no longer reaches back to ``since``, is named in the notes: the time line is
 then incomplete, and says so.
 """
@@ -13,20 +16,21 @@ then incomplete, and says so.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time
 from typing import Any
 
 import orjson
 import redis
 
-from loopline.contracts import CheckpointManifest, CommandKind, parse_ts
+from loopline.contracts import CheckpointManifest, Command, CommandKind, parse_ts
 from loopline.control import read_log
 from loopline.errors import LooplineError, RecordError
 from loopline.kafka import read_tail
 from loopline.redis_client import redis_client
 from loopline.routing import RoutingStore
 from loopline.settings import Settings
+from loopline.signing.commands import operator_keys
 
 ROUTING_LOG_DEPTH = 200  # what the routing log keeps (loopline.routing)
 
@@ -38,9 +42,24 @@ class Entry:
     by: str
     what: str
     why: str = ""
+    #: for a command: why its signature does not prove ``by`` ("" when it does)
+    unverified: str = ""
+
+    @property
+    def who(self) -> str:
+        return f"{self.by} (unverified: {self.unverified})" if self.unverified else self.by
 
     def as_dict(self) -> dict[str, Any]:
-        return {"at": self.at, "kind": self.kind, "by": self.by, "what": self.what, "why": self.why}
+        found = {
+            "at": self.at,
+            "kind": self.kind,
+            "by": self.by,
+            "what": self.what,
+            "why": self.why,
+        }
+        if self.kind == "control":
+            found |= {"verified": not self.unverified, "unverified": self.unverified}
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,18 +113,24 @@ def collect(
 
 
 def _control(settings: Settings) -> tuple[list[Entry], int]:
-    entries = []
-    control = read_log(settings)
-    for c in control.commands:
-        args = " ".join(f"{k}={v}" for k, v in c.args.items())
-        scope = "" if c.scope == "*" else f" ({c.scope})"
-        what = f"{c.kind.value}{scope}{' ' + args if args else ''}"
-        breaches = c.evidence.get("breaches")
-        if c.kind is CommandKind.PAUSE and breaches and isinstance(breaches, list):
-            checks = ", ".join(str(b.get("check") if isinstance(b, dict) else b) for b in breaches)
-            what += f" [evidence: {checks}]"
-        entries.append(Entry(c.issued_at, "control", c.issued_by, what, c.reason))
+    keys = operator_keys(settings)
+    control = read_log(settings, keys=keys)
+    entries = [_command(c, keys.unverified(c) or "") for c in control.commands]
+    for refused in control.refused:
+        entry = _command(refused.command, keys.unverified(refused.command) or "")
+        entries.append(replace(entry, what=f"{entry.what} [refused: not applied]"))
     return entries, control.unreadable
+
+
+def _command(c: Command, unverified: str) -> Entry:
+    args = " ".join(f"{k}={v}" for k, v in c.args.items())
+    scope = "" if c.scope == "*" else f" ({c.scope})"
+    what = f"{c.kind.value}{scope}{' ' + args if args else ''}"
+    breaches = c.evidence.get("breaches")
+    if c.kind is CommandKind.PAUSE and breaches and isinstance(breaches, list):
+        checks = ", ".join(str(b.get("check") if isinstance(b, dict) else b) for b in breaches)
+        what += f" [evidence: {checks}]"
+    return Entry(c.issued_at, "control", c.issued_by, what, c.reason, unverified)
 
 
 def _checkpoints(settings: Settings) -> tuple[list[Entry], int]:

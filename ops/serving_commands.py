@@ -30,7 +30,7 @@ from rich.table import Table
 from loopline import routing_actions as actions
 from loopline.cli_settings import settings_of
 from loopline.contracts import Command, CommandKind
-from loopline.control import make_command, send
+from loopline.control import issue, send
 from loopline.errors import BrokerUnavailable, LooplineError
 from loopline.routing import Route, RoutingStore
 from loopline.settings import Settings
@@ -71,7 +71,7 @@ def _carry_out(
 ) -> str:
     """Apply one serving command to Redis, then record it on ``control``."""
     with _routing(ctx) as (settings, store):
-        command = make_command(kind, settings.load_spec().name, reason=reason, args=args)
+        command = issue(settings, kind, settings.load_spec().name, reason=reason, args=args)
         try:
             done = actions.apply(settings, store, command)
         except LooplineError as exc:

@@ -1,7 +1,8 @@
 """``loopline status``: the state of the whole loop, gathered from where each part keeps it.
 
 Control (paused or not, anomalous windows) is folded from the ``control`` topic, and
-records there that hold no command are counted (``control_unreadable``); what
+records there that hold no command are counted (``control_unreadable``), as are
+Commands not signed by an operator key the readers hold (``control_refused``); what
 serves and the ramp come from the routing state in Redis; the newest checkpoint from
 the checkpoint store; lag from the consumer groups' committed offsets; accounting and
 workers' heartbeats (data-health verdict included) from Redis. A part that cannot be
@@ -96,6 +97,7 @@ def _training(
         "pause_evidence": pause.evidence if pause else None,
         "trainer_paused": trainer.state.get("paused") if trainer else None,
         "control_unreadable": control.unreadable,
+        "control_refused": len(control.refused),
         "anomalous_windows": [
             {
                 "id": m.mark_id,

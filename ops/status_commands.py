@@ -83,10 +83,16 @@ def _render_status(r: dict[str, Any]) -> None:
             rows[f"anomalous {w['id']}"] = (
                 f"[{_when(w['start'])}, {_when(w['end'])}) by {w['by']}: {w['reason']}"
             )
-        if t.get("control_unreadable"):
-            rows["control"] = Text(
-                f"{t['control_unreadable']} unreadable records skipped", "yellow"
+        skipped = [
+            f"{t[key]} {what}"
+            for key, what in (
+                ("control_unreadable", "unreadable records skipped"),
+                ("control_refused", "Commands refused for their signature (`loopline history`)"),
             )
+            if t.get(key)
+        ]
+        if skipped:
+            rows["control"] = Text("; ".join(skipped), "yellow")
         _rows(f"training of {r['model']} v{r['spec_version']}", rows)
     s = r["serving"]
     if "error" in s:
@@ -191,7 +197,7 @@ def history(
         for column in ("at", "kind", "by", "what", "why"):
             table.add_column(column, overflow="fold")
         for e in entries:
-            table.add_row(*(Text(v) for v in (_when(e.at), e.kind, e.by, e.what, e.why)))
+            table.add_row(*(Text(v) for v in (_when(e.at), e.kind, e.who, e.what, e.why)))
         console.print(table)
     for caveat in found.caveats:
         errors.print(f"[yellow]incomplete:[/yellow] {escape(caveat)}")

@@ -25,7 +25,7 @@ from rich.text import Text
 from loopline.checkpoints import CheckpointStore
 from loopline.cli_settings import settings_of
 from loopline.contracts import Command, CommandKind, Window, parse_ts
-from loopline.control import ALL_SCOPES, make_command, read_log, send
+from loopline.control import ALL_SCOPES, issue, read_log, send
 from loopline.control_state import ControlState, Mark
 from loopline.errors import CheckpointError, RecordError
 from loopline.settings import Settings
@@ -77,12 +77,17 @@ def states(settings: Settings, scope: str) -> dict[str, ControlState]:
             f"[yellow]{control.unreadable} records on control are not readable commands: "
             "skipped[/yellow]"
         )
+    if control.refused:
+        errors.print(
+            f"[yellow]{len(control.refused)} commands on control are not signed by an operator "
+            "key the workers hold: not applied (`loopline history`)[/yellow]"
+        )
     return {m: ControlState.fold(control.commands, m) for m in models_in_scope(settings, scope)}
 
 
 def deliver(settings: Settings, command: Command, wait: float) -> None:
     """Send, then report whether the running trainers applied it within ``wait`` seconds."""
-    send(settings, command)
+    command = send(settings, command)
     console.print(
         escape(
             f"sent {command.kind.value} to {command.scope} as {command.issued_by} "
@@ -126,7 +131,7 @@ def pause(ctx: typer.Context, reason: Reason, model: Model = ALL_SCOPES, wait: W
             f"training is already paused (since {held.issued_at:%Y-%m-%d %H:%M:%S} "
             f"by {held.issued_by}: {held.reason or 'no reason given'})"
         )
-    deliver(settings, make_command(CommandKind.PAUSE, model, reason=reason), wait)
+    deliver(settings, issue(settings, CommandKind.PAUSE, model, reason=reason), wait)
 
 
 @app.command()
@@ -137,7 +142,7 @@ def resume(
     settings = settings_of(ctx)
     if not any(s.paused for s in states(settings, model).values()):
         raise refuse("training is not paused")
-    deliver(settings, make_command(CommandKind.RESUME, model, reason=reason), wait)
+    deliver(settings, issue(settings, CommandKind.RESUME, model, reason=reason), wait)
 
 
 def _window(start: str, end: str) -> Window:
@@ -164,7 +169,7 @@ def anomaly_mark(
             if mark.window == window:
                 raise refuse(f"{_span(window)} is already marked anomalous as {mark.mark_id}")
     args = {"start": window.start.isoformat(), "end": window.end.isoformat()}
-    command = make_command(CommandKind.MARK_ANOMALOUS, model, reason=reason, args=args)
+    command = issue(settings, CommandKind.MARK_ANOMALOUS, model, reason=reason, args=args)
     deliver(settings, command, wait)
     console.print(
         f"anomaly id {command.command_id} (`loopline anomaly clear {command.command_id}`)"
@@ -233,7 +238,7 @@ def anomaly_clear(
         "start": mark.window.start.isoformat(),
         "end": mark.window.end.isoformat(),
     }
-    command = make_command(CommandKind.CLEAR_ANOMALOUS, mark.scope, reason=reason, args=args)
+    command = issue(settings, CommandKind.CLEAR_ANOMALOUS, mark.scope, reason=reason, args=args)
     deliver(settings, command, wait)
 
 
@@ -263,8 +268,12 @@ def replay(
             f"schema {manifest.schema_hash}; the trainer runs v{spec.spec_version} "
             f"schema {spec.schema_hash}"
         )
-    command = make_command(
-        CommandKind.REPLAY, manifest.model_name, reason=reason, args={"from": from_checkpoint}
+    command = issue(
+        settings,
+        CommandKind.REPLAY,
+        manifest.model_name,
+        reason=reason,
+        args={"from": from_checkpoint},
     )
     deliver(settings, command, wait)
     console.print(f"the new lineage will be replay-{command.command_id}")

@@ -18,6 +18,11 @@ windows marked anomalous, which qualification leaves out): :meth:`ControlFollowe
 folds the whole log on start, and every Command read after is folded in too. Folding
 again a suffix of the log already folded (the group's uncommitted tail) ends in the same
 state.
+
+When operator keys are configured (``LOOPLINE_OPERATOR_KEYS``; outside development
+mode the pusher does not start without them), a Command whose signature does not
+prove its ``issued_by`` is not applied: it is logged with why and counted
+(``loopline_pusher_control_refused``), and its offset committed like any other.
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ from prometheus_client import Counter
 
 from loopline import routing_actions
 from loopline.contracts import Command
-from loopline.control import applies_to, read_log
+from loopline.control import admit, applies_to, read_log
 from loopline.control_state import ControlState
 from loopline.errors import LooplineError, RecordError
 from loopline.kafka import consumer_config
 from loopline.routing import AlreadyApplied, RoutingContention, RoutingStore
 from loopline.settings import Settings
+from loopline.signing.commands import operator_keys
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,8 @@ log = logging.getLogger(__name__)
 class ControlFollower:
     #: Counts records on control that hold no Command (the pusher sets its metric here).
     unreadable: Counter | None = None
+    #: Counts Commands refused for their signature (the pusher sets its metric here).
+    refused: Counter | None = None
 
     def __init__(self, settings: Settings, model_name: str, store: RoutingStore) -> None:
         self.settings = settings
@@ -50,6 +58,7 @@ class ControlFollower:
         self.store = store
         self.applied: list[str] = []
         self.state = ControlState(model_name)
+        self.keys = operator_keys(settings)
         #: Set once the consumer holds its partitions at known positions.
         self.ready = threading.Event()
 
@@ -92,6 +101,10 @@ class ControlFollower:
                 self.unreadable.inc()
             return
         if not applies_to(command, self.model_name):
+            return
+        if admit(self.keys, command) is not None:
+            if self.refused is not None:
+                self.refused.inc()
             return
         self.state.apply(command)
         if self.store.command_applied(command.command_id):

@@ -118,4 +118,10 @@ class PusherMetrics:
         )
         for topic in UNREADABLE_TOPICS:
             self.unreadable.labels(topic)
+        self.refused_commands = Counter(
+            "loopline_pusher_control_refused",
+            "Commands on control not applied: unsigned, or not signed by the operator key "
+            "their issued_by names.",
+            registry=self.registry,
+        )
         self.registry.register(RoutingCollector(routing))

@@ -35,12 +35,12 @@ from loopline.checkpoints import CheckpointStore, manifest_sha256
 from loopline.contracts import CheckpointManifest, Example, Label, Prediction, utcnow
 from loopline.errors import CheckpointError, RecordError
 from loopline.heartbeat import Heartbeat
-from loopline.holdout import HOLDOUT_CAPACITY, TAIL_RECORDS, in_holdout
+from loopline.holdout import Holdout
 from loopline.kafka import consumer_config
 from loopline.routing import RoutingStore
 from loopline.settings import Settings
 from loopline.signing import private_key, sign_verdict
-from loopline.spec import Spec
+from loopline.spec import HOLDOUT_CAPACITY, TAIL_RECORDS, Spec
 from pusher.commands import ControlFollower
 from pusher.metrics import PusherMetrics
 from pusher.online import OnlineMetrics
@@ -80,9 +80,9 @@ class Pusher:
         self.sweeper = VerdictSweeper(self.routing, self.store, self.spec.name, sweep_seconds)
         self._tail_records = tail_records
         self._tick_seconds = tick_seconds
-        self._fraction = self.spec.training.holdout_fraction
         self._settled = 0
         self._next_look = 0.0
+        self._holdout = Holdout.of(settings, self.spec.training.holdout_fraction)
         self._examples = settings.topic("examples")
         self._predictions = settings.topic("predictions")
         self._waiting: dict[str, tuple[CheckpointManifest, Any, Message]] = {}
@@ -90,6 +90,7 @@ class Pusher:
         self._models: dict[str, Any] = {}
         self.metrics = PusherMetrics(self.routing)
         self.control.unreadable = self.metrics.unreadable.labels("control")
+        self.control.refused = self.metrics.refused_commands
         self.registry = self.metrics.registry
         self.verdicts = self.metrics.verdicts
         self.ramp_actions = self.metrics.ramp_actions
@@ -158,7 +159,7 @@ class Pusher:
             if topic == self._examples:
                 name = "examples"
                 example = Example.from_json(raw)
-                if in_holdout(example.event_id, self._fraction):
+                if example.event_id in self._holdout:
                     self.holdout.append(example)
             elif topic == self._predictions:
                 name = "predictions"

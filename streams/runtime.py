@@ -25,7 +25,7 @@ from typing import Any
 from feature_repo.online import OnlineFeatures
 from loopline.accounting import Stamped
 from loopline.contracts import Command, CommandKind, FeatureValue, utcnow
-from loopline.control import make_command, send
+from loopline.control import issue, send
 from loopline.settings import Settings
 from loopline.spec import Spec
 from streams import metrics
@@ -433,7 +433,8 @@ class Runtime:
             return
         evidence["partitions"] = sorted(self.partitions)
         checks = ", ".join(b["check"] for b in evidence["breaches"])
-        command = make_command(
+        command = issue(
+            self.settings,
             CommandKind.PAUSE,
             scope="*",
             reason=f"data health breach: {checks}",

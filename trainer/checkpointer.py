@@ -22,6 +22,7 @@ from confluent_kafka import Producer
 from loopline.checkpoints import CheckpointStore
 from loopline.contracts import CheckpointManifest, utcnow
 from loopline.errors import CheckpointError
+from loopline.holdout import holdout_key
 from loopline.lease import Holder
 from loopline.redis_client import redis_client
 from loopline.settings import Settings
@@ -58,6 +59,7 @@ class Checkpointer:
         self.settings = settings
         self.spec = spec
         self._key = private_key(settings, "trainer")
+        self.holdout_key = holdout_key(settings)
         self.store = CheckpointStore.of(settings, signing=True)
         self._producer = producer
         self._redis: redis.Redis | None = None
@@ -126,6 +128,7 @@ class Checkpointer:
             counts,
             (manifest.event_time_min, manifest.event_time_max),
             recent,
+            holdout_key=self.holdout_key,
         )
 
     def save(

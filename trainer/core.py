@@ -73,9 +73,11 @@ class Trainer:
         self.position: dict[int, int] = {}
         self.parent: CheckpointManifest | None = None
         self.lineage = new_lineage()
-        self.learner = Learner(self.spec, None, self.windows)
         self._producer = Producer(producer_config(settings))
         self.checkpointer = Checkpointer(settings, self.spec, self._producer)
+        self.learner = Learner(
+            self.spec, None, self.windows, holdout_key=self.checkpointer.holdout_key
+        )
         self._feed = ControlFeed(settings, self.spec.name, self.exporter.registry)
         self._heartbeat = Heartbeat(settings, f"trainer.{self.spec.name}")
         self.lease = Lease(
@@ -106,9 +108,15 @@ class Trainer:
                 replays.append(command)
             else:
                 self._apply(command)
+        self._take_refused()
         restored = self.checkpointer.restore(self.windows)
         if restored is None:
-            self.learner = Learner(self.spec, self.spec.build_model(), self.windows)
+            self.learner = Learner(
+                self.spec,
+                self.spec.build_model(),
+                self.windows,
+                holdout_key=self.checkpointer.holdout_key,
+            )
             log.info("no checkpoint of %s: fresh model, lineage %s", self.spec.name, self.lineage)
         else:
             self.learner = restored.learner
@@ -147,6 +155,7 @@ class Trainer:
         commands = self._feed.poll()
         for command in commands:
             self._apply(command)
+        refused = self._take_refused()
         messages = fetch(self._consumer, self.batch_size, timeout)
         self.lease.keep()  # after the wait: a trainer paused in it learns nothing more
         handled = 0
@@ -158,7 +167,7 @@ class Trainer:
             self._dirty = self._dirty or handled > 0
             self.exporter.counts(self.learner.counts)
         self._maybe_checkpoint()
-        self._beat(force=bool(commands))
+        self._beat(force=bool(commands) or refused)
         return handled
 
     def close(self) -> None:
@@ -278,6 +287,12 @@ class Trainer:
                 log.error("could not seek partition %d back: %s", partition, exc)
 
     # -- control -----------------------------------------------------------------------
+
+    def _take_refused(self) -> bool:
+        """List the Commands the feed refused in the heartbeat; whether there were any."""
+        refused = self._feed.take_refused()
+        self._refused.extend((r.command.command_id, r.why) for r in refused)
+        return bool(refused)
 
     def _apply(self, command: Command) -> None:
         """Apply one command; heartbeats list it as applied, or as refused with why."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from loopline.contracts import Features
 from loopline.errors import Reason, RecordError
-from loopline.holdout import in_holdout
+from loopline.holdout import Holdout
 from loopline.spec import Spec
 from loopline.windows import ExcludedWindows
 from trainer.metrics import ProgressiveMetrics
@@ -60,6 +60,8 @@ class Learner:
         counts: Counts | None = None,
         event_time: tuple[datetime | None, datetime | None] = (None, None),
         recent: RecentEvents | None = None,
+        *,
+        holdout_key: bytes,
     ) -> None:
         self.spec = spec
         self.model = model
@@ -71,7 +73,7 @@ class Learner:
         self.recent = recent or RecentEvents(dedup_horizon(spec))
         self.event_time_min, self.event_time_max = event_time
         self._binary = spec.label.kind == "binary"
-        self._holdout = spec.training.holdout_fraction
+        self._holdout = Holdout(spec.training.holdout_fraction, holdout_key)
 
     def observe(self, event_id: str, ts: datetime, features: Features, label: float) -> None:
         """Handle one example; raise RecordError if its label does not fit the spec."""
@@ -92,7 +94,7 @@ class Learner:
             p = model.predict_proba_one(features).get(True, 0.0)
         else:
             p = model.predict_one(features)
-        if self._holdout and in_holdout(event_id, self._holdout):
+        if event_id in self._holdout:
             self.metrics.holdout.update(y, p)
             counts.holdout += 1
             return

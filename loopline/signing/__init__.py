@@ -1,8 +1,9 @@
-"""Trust: who signs checkpoints and verdicts, who verifies them, and what a worker
-refuses to start with outside development mode.
+"""Trust: who signs checkpoints, verdicts and Commands, who verifies them, and what a
+worker refuses to start with outside development mode.
 
 - :mod:`loopline.signing.keys`: Ed25519 keys, key files, the development pair.
 - :mod:`loopline.signing.verdicts`: the pusher's signed verdicts.
+- :mod:`loopline.signing.commands`: operators' signed Commands on ``control``.
 - :mod:`loopline.signing.guard`: :func:`require_safe`, called at every worker's start.
 """
 

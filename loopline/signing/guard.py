@@ -1,7 +1,9 @@
 """What a worker refuses to start with outside development mode.
 
 Development mode (``LOOPLINE_ENV=dev``) is explicit. Anywhere else a worker does not
-start on the well-known development keys or with a key it needs missing, with serving
+start on the well-known development keys or with a key it needs missing (signing
+keys, the holdout key, the operators' public keys a reader of ``control`` applies
+Commands by, the operator key the streams' auto-pause is signed with), with serving
 bound off loopback without a bearer token, with a Redis off loopback that asks for no
 password, or with a Kafka broker off loopback and no login: each is how a default
 deployment ends up serving what anyone signed, or obeying whoever writes ``control``.
@@ -12,12 +14,15 @@ An unauthenticated broker off loopback is accepted only when chosen explicitly,
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import Literal
 from urllib.parse import urlparse
 
 from loopline.errors import ConfigError
+from loopline.holdout import holdout_key
 from loopline.kafka_auth import login
 from loopline.settings import ENV_PREFIX, Settings
+from loopline.signing.commands import operator_keys, require_operator
 from loopline.signing.keys import Signer, private_key, public_key
 
 Worker = Literal["streams", "trainer", "pusher", "serving"]
@@ -29,6 +34,11 @@ NEEDS: dict[Worker, tuple[tuple[Signer, bool], ...]] = {
     "pusher": (("trainer", False), ("pusher", True)),
     "serving": (("trainer", False), ("pusher", False)),
 }
+
+#: workers that compute holdout membership, and so need the holdout key
+HOLDOUT: frozenset[Worker] = frozenset({"trainer", "pusher"})
+#: workers that apply Commands from control, and so need the operators' public keys
+CONTROL_READERS: frozenset[Worker] = frozenset({"trainer", "pusher"})
 
 
 def is_loopback(host: str | None) -> bool:
@@ -101,13 +111,28 @@ def refusals(settings: Settings, worker: Worker) -> list[str]:
             (private_key if private else public_key)(settings, signer)
         except ConfigError as exc:
             found.append(str(exc))
-    try:
-        login(settings)  # a password file that cannot be read stops a worker in any mode
-    except ConfigError as exc:
-        found.append(str(exc))
+    checks: list[Callable[[], object]] = [
+        lambda: login(settings),  # a password file that cannot be read stops a worker in any mode
+    ]
+    if worker in HOLDOUT:
+        checks.append(lambda: holdout_key(settings))
+    if worker in CONTROL_READERS:
+        checks.append(lambda: operator_keys(settings))
+    if worker == "streams" and settings.load_spec().health.auto_pause:
+        checks.append(lambda: require_operator(settings, "the data-health monitor's auto-pause"))
+    for check in checks:
+        try:
+            check()
+        except ConfigError as exc:
+            found.append(str(exc))
     if settings.dev:
         return found
-    for owner, key in (("trainer", "signing_key"), ("pusher", "pusher_signing_key")):
+    owners = (
+        ("trainer", "signing_key"),
+        ("pusher", "pusher_signing_key"),
+        ("streams", "operator_key"),
+    )
+    for owner, key in owners:
         if worker != owner and getattr(settings, key) is not None:
             found.append(
                 f"{ENV_PREFIX}{key.upper()} is set for {worker}: a private key belongs to its "

@@ -175,9 +175,17 @@ def write_key_pair(directory: Path, signer: Signer, *, overwrite: bool = False) 
         msg = f"{files.private} or {files.public} exists: not overwriting a key"
         raise ConfigError(msg)
     key = Ed25519PrivateKey.generate()
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(files.private, flags, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(encode(private_bytes(key)) + "\n")
+    write_secret(files.private, encode(private_bytes(key)), overwrite=True)
     files.public.write_text(encode(public_bytes(key.public_key())) + "\n")
     return files
+
+
+def write_secret(path: Path, text: str, *, overwrite: bool = False) -> Path:
+    """Write one secret line to ``path``, readable by its owner only (mode 0600)."""
+    if not overwrite and path.exists():
+        raise ConfigError(f"{path} exists: not overwriting a key")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+    return path

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from loopline.contracts import CommandKind
 from loopline.control import applies_to, make_command, read_all, send
+from loopline.control_state import ControlState
 from loopline.settings import Settings
 
 
@@ -19,3 +20,11 @@ def test_commands_round_trip_through_the_topic(settings: Settings) -> None:
     assert applies_to(pause, "shop")
     assert not applies_to(pause, "other")
     assert applies_to(mark, "other")
+
+
+def test_a_command_sent_again_is_read_once_where_it_was_first(settings: Settings) -> None:
+    pause = send(settings, make_command(CommandKind.PAUSE, "shop", reason="maintenance"))
+    resume = send(settings, make_command(CommandKind.RESUME, "shop"))
+    send(settings, pause)  # the same record put back on the topic later
+    assert read_all(settings) == [pause, resume]
+    assert not ControlState.fold(read_all(settings), "shop").paused

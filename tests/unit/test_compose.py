@@ -18,6 +18,7 @@ from loopline.cli import app
 from loopline.heartbeat import worker_key
 from loopline.kafka_acls import ROLES, allowed, grants
 from loopline.settings import Settings
+from loopline.signing.commands import MONITOR, write_operator_pair
 from loopline.signing.guard import Worker, require_safe
 from loopline.signing.keys import write_key_pair
 
@@ -219,11 +220,20 @@ def test_secrets_come_from_the_environment_and_are_required() -> None:
 def test_each_private_key_reaches_only_the_worker_that_signs() -> None:
     holders = {
         key: sorted(n for n, s in _loopline_services().items() if key in s["environment"])
-        for key in ("LOOPLINE_SIGNING_KEY", "LOOPLINE_PUSHER_SIGNING_KEY")
+        for key in (
+            "LOOPLINE_SIGNING_KEY",
+            "LOOPLINE_PUSHER_SIGNING_KEY",
+            "LOOPLINE_HOLDOUT_KEY",
+            "LOOPLINE_OPERATOR_KEY",
+            "LOOPLINE_OPERATOR_KEYS",
+        )
     }
     assert holders == {
         "LOOPLINE_SIGNING_KEY": ["trainer"],
         "LOOPLINE_PUSHER_SIGNING_KEY": ["pusher"],
+        "LOOPLINE_HOLDOUT_KEY": ["pusher", "trainer"],
+        "LOOPLINE_OPERATOR_KEY": ["streams"],
+        "LOOPLINE_OPERATOR_KEYS": ["pusher", "trainer"],
     }
 
 
@@ -234,11 +244,15 @@ def test_every_worker_would_start_in_production_with_real_keys(
     """Compose's environment, with fresh keys and passwords filled in, passes the checks a
     worker makes before it starts outside development mode."""
     keys = {signer: write_key_pair(tmp_path, signer) for signer in ("trainer", "pusher")}
+    monitor = write_operator_pair(tmp_path, MONITOR)
     values = {
+        "LOOPLINE_STREAMS_OPERATOR_KEY": f"{MONITOR}={monitor.private.read_text().strip()}",
+        "LOOPLINE_OPERATOR_KEYS": f"{MONITOR}={monitor.public.read_text().strip()}",
         "LOOPLINE_SIGNING_KEY": str(keys["trainer"].private),
         "LOOPLINE_PUSHER_SIGNING_KEY": str(keys["pusher"].private),
         "LOOPLINE_TRAINER_PUBLIC_KEY": str(keys["trainer"].public),
         "LOOPLINE_PUSHER_PUBLIC_KEY": str(keys["pusher"].public),
+        "LOOPLINE_HOLDOUT_KEY": "a holdout key of forty-odd characters here",
     }
 
     def fill(value: object) -> str:

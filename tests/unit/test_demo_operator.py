@@ -21,7 +21,7 @@ def operator() -> tuple[Operator, list[Command], Console]:
         return command
 
     console = Console(record=True, width=200)
-    op = Operator(Settings.from_env({}), console, send)
+    op = Operator(Settings.from_env({"LOOPLINE_ENV": "dev"}), console, send)
     op.burst = BURST
     return op, sent, console
 

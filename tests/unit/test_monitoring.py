@@ -56,6 +56,7 @@ WANTED = {
     "LooplineServingLatencySLO",
     "LooplineFallbackRate",
     "LooplineRampStuck",
+    "LooplineControlCommandRefused",
 }
 #: Series that come from Prometheus itself or from the kafka-exporter in docker-compose.yml.
 EXTERNAL = {"up", "ALERTS", "kafka_consumergroup_lag"}

@@ -17,25 +17,41 @@ from loopline.settings import Settings
 from loopline.signing import private_key, public_key, require_safe
 from loopline.signing.guard import refusals
 from loopline.signing.keys import development_private_key, encode, public_bytes
+from tests.unit.signing_support import keys as _keys
+from tests.unit.signing_support import production as _production
 
 
-def _keys(tmp_path: Path) -> Path:
-    result = CliRunner().invoke(app, ["keys", "new", "--out", str(tmp_path / "keys")])
-    assert result.exit_code == 0, result.output
-    return tmp_path / "keys"
-
-
-def test_keys_new_writes_two_pairs_with_secret_private_halves(tmp_path: Path) -> None:
+def test_keys_new_writes_every_key_with_secret_private_halves(tmp_path: Path) -> None:
     keys = _keys(tmp_path)
-    assert sorted(p.name for p in keys.iterdir()) == [
+    assert sorted(str(p.relative_to(keys)) for p in keys.rglob("*.*")) == [
+        "holdout.key",
+        "operators/streams.health.pub",
         "pusher.key",
         "pusher.pub",
+        "streams.health.key",
         "trainer.key",
         "trainer.pub",
     ]
-    assert (keys / "trainer.key").stat().st_mode & 0o077 == 0
+    for secret in ("trainer.key", "pusher.key", "holdout.key", "streams.health.key"):
+        assert (keys / secret).stat().st_mode & 0o077 == 0, secret
     again = CliRunner().invoke(app, ["keys", "new", "--out", str(keys)])
     assert again.exit_code != 0  # never overwrites a key by accident
+
+
+def test_keys_new_operator_writes_only_that_operators_pair(tmp_path: Path) -> None:
+    out = tmp_path / "keys"
+    args = ["keys", "new", "--out", str(out), "--operator", "alice", "--operator", "bob"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.*")) == [
+        "alice.key",
+        "bob.key",
+        "operators/alice.pub",
+        "operators/bob.pub",
+    ]
+    assert (out / "alice.key").stat().st_mode & 0o077 == 0
+    bad = CliRunner().invoke(app, ["keys", "new", "--out", str(out), "--operator", "a b"])
+    assert bad.exit_code != 0
 
 
 def test_key_files_and_inline_keys_are_the_same_key(tmp_path: Path) -> None:
@@ -51,24 +67,14 @@ def test_a_bad_key_names_its_setting() -> None:
         public_key(Settings.from_env({}, pusher_public_key="s3cret"), "pusher")
 
 
-def _production(tmp_path: Path, **values: str) -> Settings:
-    keys = _keys(tmp_path)
-    return Settings.from_env(
-        {},
-        signing_key=str(keys / "trainer.key"),
-        trainer_public_key=str(keys / "trainer.pub"),
-        pusher_signing_key=str(keys / "pusher.key"),
-        pusher_public_key=str(keys / "pusher.pub"),
-        **values,
-    )
-
-
 def test_every_worker_starts_with_its_own_keys(tmp_path: Path) -> None:
     settings = _production(tmp_path)
+    monitor = str(tmp_path / "keys" / "streams.health.key")
     require_safe(settings.replace(pusher_signing_key=None), "trainer")
     require_safe(settings.replace(signing_key=None), "pusher")
     require_safe(settings.replace(signing_key=None, pusher_signing_key=None), "serving")
-    require_safe(settings.replace(signing_key=None, pusher_signing_key=None), "streams")
+    streams = settings.replace(signing_key=None, pusher_signing_key=None, operator_key=monitor)
+    require_safe(streams, "streams")
 
 
 def test_a_private_key_held_by_another_worker_is_refused(tmp_path: Path) -> None:

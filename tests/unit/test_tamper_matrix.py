@@ -39,6 +39,7 @@ TRAINER = Ed25519PrivateKey.generate()
 PUSHER = Ed25519PrivateKey.generate()
 STRANGER = Ed25519PrivateKey.generate()
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
+HOLDOUT_KEY = "a holdout key only these tests know"
 
 
 class Payload:
@@ -56,7 +57,7 @@ def _settings(directory: Path, **keys: str) -> Settings:
 
 
 def trainer_settings(directory: Path) -> Settings:
-    return _settings(directory, signing_key=encode(private_bytes(TRAINER)))
+    return _settings(directory, signing_key=encode(private_bytes(TRAINER)), holdout_key=HOLDOUT_KEY)
 
 
 def pusher_settings(directory: Path) -> Settings:

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from loopline.cli import app
 from loopline.contracts import CommandKind
 from loopline.control import read_all
+from loopline.holdout import DEVELOPMENT_KEY
 from loopline.settings import Settings
 from loopline.spec import DEFAULT_SPEC, load_spec
 from loopline.windows import ExcludedWindows
@@ -29,7 +30,10 @@ def invoke(env: dict[str, str], *args: str) -> str:
 def test_training_commands_go_to_control(settings: Settings, env: dict[str, str]) -> None:
     spec = load_spec(DEFAULT_SPEC)
     manifest = Checkpointer(settings, spec).save(
-        Learner(spec, spec.build_model(), ExcludedWindows()), {0: 0}, None, "L1"
+        Learner(spec, spec.build_model(), ExcludedWindows(), holdout_key=DEVELOPMENT_KEY),
+        {0: 0},
+        None,
+        "L1",
     )
     invoke(env, "pause", "--model", spec.name, "--reason", "deploy")
     invoke(env, "resume")

@@ -11,7 +11,7 @@ import redis
 
 from loopline.contracts import CheckpointManifest, CommandKind, Window
 from loopline.control import make_command, send
-from loopline.holdout import in_holdout
+from loopline.holdout import DEVELOPMENT_KEY, Holdout
 from loopline.settings import Settings
 from loopline.spec import DEFAULT_SPEC, Spec, load_spec
 from tests.integration.trainer.trainer_support import (
@@ -55,11 +55,17 @@ def test_learns_test_then_train_and_checkpoints(
     step_until(trainer, lambda: learned_all(trainer, 600), 60, "600 examples checkpointed")
     manifest = trainer.parent
     assert manifest is not None
-    holdout = sum(in_holdout(ex.event_id, spec.training.holdout_fraction) for ex in examples)
+    holdout = sum(
+        ex.event_id in Holdout(spec.training.holdout_fraction, DEVELOPMENT_KEY) for ex in examples
+    )
     assert manifest.offsets == {0: 600}
     assert manifest.examples_seen == 600 - holdout
     assert manifest.metrics["examples_holdout"] == holdout
-    learned = [ex for ex in examples if not in_holdout(ex.event_id, spec.training.holdout_fraction)]
+    learned = [
+        ex
+        for ex in examples
+        if ex.event_id not in Holdout(spec.training.holdout_fraction, DEVELOPMENT_KEY)
+    ]
     assert (manifest.event_time_min, manifest.event_time_max) == (learned[0].ts, learned[-1].ts)
     for name in ("log_loss", "roc_auc", "accuracy", "holdout_log_loss"):
         assert manifest.metrics[name] is not None

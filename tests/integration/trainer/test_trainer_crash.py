@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from loopline.devstack import free_port
-from loopline.holdout import in_holdout
+from loopline.holdout import DEVELOPMENT_KEY, Holdout
 from loopline.settings import Settings
 from loopline.spec import load_spec
 from tests.integration.trainer.trainer_support import (
@@ -101,7 +101,9 @@ def test_killed_trainer_equals_one_uninterrupted_run(
     manifest = newest(settings, spec.name)
     assert manifest is not None
     assert {m.lineage for m in store_of(settings).manifests(spec.name)} == {manifest.lineage}
-    holdout = sum(in_holdout(ex.event_id, spec.training.holdout_fraction) for ex in examples)
+    holdout = sum(
+        ex.event_id in Holdout(spec.training.holdout_fraction, DEVELOPMENT_KEY) for ex in examples
+    )
     assert manifest.examples_seen == TOTAL - holdout
     assert manifest.metrics["examples_duplicate"] == 0
     _, model = store_of(settings).load(manifest.checkpoint_id)
@@ -130,6 +132,6 @@ def test_killed_trainer_learns_each_example_once_across_partitions(
     expected = sorted(
         ex.event_id
         for ex in examples
-        if not in_holdout(ex.event_id, spec.training.holdout_fraction)
+        if ex.event_id not in Holdout(spec.training.holdout_fraction, DEVELOPMENT_KEY)
     )
     assert sorted(model.learned) == expected

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from loopline.holdout import in_holdout
+from loopline.holdout import DEVELOPMENT_KEY, Holdout
 from loopline.settings import Settings
 from loopline.spec import DEFAULT_SPEC, Spec, load_spec
 from tests.integration.trainer.trainer_support import (
@@ -44,7 +44,9 @@ def run_until(settings: Settings, spec: Spec, records: int) -> Trainer:
 
 def test_the_same_events_published_again_are_counted_once(settings: Settings, spec: Spec) -> None:
     examples = make_examples(spec, N)
-    holdout = sum(in_holdout(ex.event_id, spec.training.holdout_fraction) for ex in examples)
+    holdout = sum(
+        ex.event_id in Holdout(spec.training.holdout_fraction, DEVELOPMENT_KEY) for ex in examples
+    )
     publish(settings, examples, partition=0)
     publish(settings, examples, partition=0)  # the same event ids, each at a new offset
     first = run_until(settings, spec, 2 * N)

@@ -20,7 +20,7 @@ import redis
 
 from loopline.contracts import CheckpointManifest
 from loopline.errors import LeaseHeld, LeaseLost
-from loopline.holdout import in_holdout
+from loopline.holdout import DEVELOPMENT_KEY, Holdout
 from loopline.lease import Lease, lease_key, trainer_lease_name
 from loopline.settings import Settings
 from loopline.signing import private_key
@@ -139,7 +139,7 @@ def test_a_second_trainer_for_the_model_version_refuses_and_names_the_holder(
     expected = [
         ex.event_id
         for ex in examples
-        if not in_holdout(ex.event_id, spec.training.holdout_fraction)
+        if ex.event_id not in Holdout(spec.training.holdout_fraction, DEVELOPMENT_KEY)
     ]
     assert model.learned == expected
     with redis.Redis.from_url(lease_settings.redis_url) as client:
@@ -226,6 +226,6 @@ def test_a_trainer_paused_past_its_lease_is_taken_over_and_writes_nothing_after(
     expected = [
         ex.event_id
         for ex in examples
-        if not in_holdout(ex.event_id, spec.training.holdout_fraction)
+        if ex.event_id not in Holdout(spec.training.holdout_fraction, DEVELOPMENT_KEY)
     ]
     assert model.learned == expected  # each once, in order: none twice, none skipped

@@ -18,7 +18,7 @@ from typing import Any
 from river import datasets, evaluate, metrics, stream
 
 from loopline.contracts import Example
-from loopline.holdout import in_holdout
+from loopline.holdout import DEVELOPMENT_KEY, Holdout
 from loopline.settings import Settings
 from loopline.spec import load_spec
 from tests.integration.trainer.trainer_support import publish, step_until
@@ -32,7 +32,8 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 def learned_rows(fraction: float) -> list[tuple[str, dict[str, Any], bool]]:
     """Phishing's rows outside the holdout slice, each with its event id."""
     rows = [(f"p{i}", x, y) for i, (x, y) in enumerate(datasets.Phishing())]
-    return [row for row in rows if not in_holdout(row[0], fraction)]
+    holdout = Holdout(fraction, DEVELOPMENT_KEY)  # the tests' settings: development mode
+    return [row for row in rows if row[0] not in holdout]
 
 
 def delayed_examples(rows: list[tuple[str, dict[str, Any], bool]], delay: int) -> list[Example]:

@@ -15,7 +15,7 @@ from confluent_kafka import Producer
 
 from loopline.checkpoints import CheckpointStore
 from loopline.contracts import CheckpointManifest, Example, Window
-from loopline.holdout import in_holdout
+from loopline.holdout import DEVELOPMENT_KEY, Holdout
 from loopline.kafka import producer_config
 from loopline.settings import Settings
 from loopline.spec import DEFAULT_SPEC, Spec, load_spec
@@ -77,7 +77,7 @@ def reference(spec: Spec, examples: Iterable[Example], windows: Iterable[Window]
     for ex in examples:
         if any(ex.ts in w for w in windows):
             continue
-        if in_holdout(ex.event_id, spec.training.holdout_fraction):
+        if ex.event_id in Holdout(spec.training.holdout_fraction, DEVELOPMENT_KEY):
             continue
         y = ex.label == 1.0 if spec.label.kind == "binary" else ex.label
         model.learn_one(ex.features, y)

@@ -10,7 +10,7 @@ from typing import Any
 
 from loopline.checkpoints import CheckpointStore
 from loopline.contracts import CheckpointManifest, Example, Features
-from loopline.holdout import in_holdout
+from loopline.holdout import DEVELOPMENT_KEY, Holdout
 from loopline.spec import Spec
 
 CATEGORIES = ("wool", "cotton", "alpaca", "mohair", "silk", "acrylic", "blend", "unknown")
@@ -47,7 +47,7 @@ def examples(n: int, seed: int = 1, *, holdout: float | None = None) -> list[Exa
     while len(rows) < n:
         i += 1
         event_id = f"ev-{seed}-{i}"
-        if holdout is not None and not in_holdout(event_id, holdout):
+        if holdout is not None and event_id not in Holdout(holdout, DEVELOPMENT_KEY):
             continue
         features = request_features(rng) | {
             "click_rate_24h": round(rng.random() * 0.3, 3),

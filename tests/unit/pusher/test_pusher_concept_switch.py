@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from loopline.contracts import Example
-from loopline.holdout import HOLDOUT_CAPACITY, in_holdout
-from loopline.spec import DEFAULT_SPEC, Spec, load_spec, parse_spec
+from loopline.holdout import DEVELOPMENT_KEY, Holdout
+from loopline.spec import DEFAULT_SPEC, HOLDOUT_CAPACITY, Spec, load_spec, parse_spec
 from pusher.qualify import qualify
 from pusher.recent import select
 from tests.unit.pusher.pusher_support import manifest, request_features, train
@@ -47,9 +47,9 @@ def stream(n: int, start: int, concept: str, seed: int) -> list[Example]:
 
 
 def split(spec: Spec, rows: list[Example]) -> tuple[list[Example], list[Example]]:
-    fraction = spec.training.holdout_fraction
-    learned = [r for r in rows if not in_holdout(r.event_id, fraction)]
-    held = [r for r in rows if in_holdout(r.event_id, fraction)]
+    holdout = Holdout(spec.training.holdout_fraction, DEVELOPMENT_KEY)
+    learned = [r for r in rows if r.event_id not in holdout]
+    held = [r for r in rows if r.event_id in holdout]
     return learned, held
 
 

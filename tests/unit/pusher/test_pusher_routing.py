@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from loopline.holdout import in_holdout
+from loopline.holdout import DEVELOPMENT_KEY, Holdout
 from loopline.routing import (
     RampState,
     RampStatus,
@@ -56,8 +56,8 @@ def test_an_empty_table_picks_nothing_and_a_single_route_everything() -> None:
 def test_routing_and_holdout_hashes_are_independent_and_stable() -> None:
     assert bucket("user-1") == bucket("user-1")
     assert 0 <= bucket("user-1") < 100
-    assert in_holdout("e", 1.0) and not in_holdout("e", 0.0)
-    share = sum(in_holdout(f"ev-{i}", 0.1) for i in range(20000)) / 20000
+    assert "e" in Holdout(1.0, DEVELOPMENT_KEY) and "e" not in Holdout(0.0, DEVELOPMENT_KEY)
+    share = sum(f"ev-{i}" in Holdout(0.1, DEVELOPMENT_KEY) for i in range(20000)) / 20000
     assert 0.09 < share < 0.11
 
 

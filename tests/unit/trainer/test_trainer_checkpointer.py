@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from loopline.errors import CheckpointError
+from loopline.holdout import DEVELOPMENT_KEY
 from loopline.settings import Settings
 from loopline.spec import DEFAULT_SPEC, load_spec
 from loopline.windows import ExcludedWindows
@@ -14,7 +15,7 @@ SPEC = load_spec(DEFAULT_SPEC)
 
 
 def trained(n: int) -> Learner:
-    learner = Learner(SPEC, SPEC.build_model(), ExcludedWindows())
+    learner = Learner(SPEC, SPEC.build_model(), ExcludedWindows(), holdout_key=DEVELOPMENT_KEY)
     for ex in make_examples(SPEC, n):
         learner.observe(ex.event_id, ex.ts, ex.features, ex.label)
     return learner

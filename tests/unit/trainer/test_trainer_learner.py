@@ -7,7 +7,7 @@ import pytest
 
 from loopline.contracts import Window
 from loopline.errors import RecordError
-from loopline.holdout import in_holdout
+from loopline.holdout import DEVELOPMENT_KEY, Holdout
 from loopline.spec import DEFAULT_SPEC, load_spec
 from loopline.windows import ExcludedWindows
 from tests.unit.trainer.trainer_data import T0, make_examples
@@ -19,13 +19,13 @@ DELIVERY = load_spec(Path(__file__).parents[2] / "specs" / "delivery_eta.toml")
 
 def test_holdout_is_scored_but_never_learned() -> None:
     examples = make_examples(YARN, 400)
-    learner = Learner(YARN, YARN.build_model(), ExcludedWindows())
+    learner = Learner(YARN, YARN.build_model(), ExcludedWindows(), holdout_key=DEVELOPMENT_KEY)
     reference = YARN.build_model()
     for ex in examples:
         learner.observe(ex.event_id, ex.ts, ex.features, ex.label)
-        if not in_holdout(ex.event_id, YARN.training.holdout_fraction):
+        if ex.event_id not in Holdout(YARN.training.holdout_fraction, DEVELOPMENT_KEY):
             reference.learn_one(ex.features, ex.label == 1.0)
-    holdout = sum(in_holdout(ex.event_id, 0.1) for ex in examples)
+    holdout = sum(ex.event_id in Holdout(0.1, DEVELOPMENT_KEY) for ex in examples)
     assert 0 < holdout < 100
     assert learner.counts.holdout == holdout
     assert learner.counts.learned == 400 - holdout
@@ -38,7 +38,7 @@ def test_holdout_is_scored_but_never_learned() -> None:
 
 def test_excluded_windows_are_counted_not_scored() -> None:
     windows = ExcludedWindows([Window(T0, T0 + timedelta(minutes=100))])
-    learner = Learner(YARN, YARN.build_model(), windows)
+    learner = Learner(YARN, YARN.build_model(), windows, holdout_key=DEVELOPMENT_KEY)
     for ex in make_examples(YARN, 300):
         learner.observe(ex.event_id, ex.ts, ex.features, ex.label)
     assert learner.counts.excluded == 100
@@ -49,7 +49,7 @@ def test_excluded_windows_are_counted_not_scored() -> None:
 
 
 def test_a_binary_label_must_be_zero_or_one() -> None:
-    learner = Learner(YARN, YARN.build_model(), ExcludedWindows())
+    learner = Learner(YARN, YARN.build_model(), ExcludedWindows(), holdout_key=DEVELOPMENT_KEY)
     ex = make_examples(YARN, 1)[0]
     with pytest.raises(RecordError, match="not 0 or 1"):
         learner.observe(ex.event_id, ex.ts, ex.features, 0.5)
@@ -57,7 +57,7 @@ def test_a_binary_label_must_be_zero_or_one() -> None:
 
 
 def test_null_features_are_left_out_and_inputs_untouched() -> None:
-    learner = Learner(YARN, YARN.build_model(), ExcludedWindows())
+    learner = Learner(YARN, YARN.build_model(), ExcludedWindows(), holdout_key=DEVELOPMENT_KEY)
     ex = make_examples(YARN, 1)[0]
     features = {**ex.features, "price": None}
     before = dict(features)
@@ -66,7 +66,9 @@ def test_null_features_are_left_out_and_inputs_untouched() -> None:
 
 
 def test_regression_learns_and_scores() -> None:
-    learner = Learner(DELIVERY, DELIVERY.build_model(), ExcludedWindows())
+    learner = Learner(
+        DELIVERY, DELIVERY.build_model(), ExcludedWindows(), holdout_key=DEVELOPMENT_KEY
+    )
     for ex in make_examples(DELIVERY, 200):
         learner.observe(ex.event_id, ex.ts, ex.features, ex.label)
     values = learner.metrics.values()

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from loopline.holdout import DEVELOPMENT_KEY
 from loopline.spec import DEFAULT_SPEC, load_spec
 from loopline.windows import ExcludedWindows
 from tests.unit.trainer.trainer_data import T0, make_examples
@@ -83,7 +84,7 @@ def test_horizon_covers_what_validation_accepts() -> None:
 
 def test_duplicates_at_new_offsets_are_counted_not_learned() -> None:
     examples = make_examples(YARN, 200)
-    learner = Learner(YARN, YARN.build_model(), ExcludedWindows())
+    learner = Learner(YARN, YARN.build_model(), ExcludedWindows(), holdout_key=DEVELOPMENT_KEY)
     records = [Record(ex.to_json(), 0, i) for i, ex in enumerate(examples)]
     again = [Record(ex.to_json(), 0, 200 + i) for i, ex in enumerate(examples)]
     position: dict[int, int] = {}
