@@ -154,13 +154,12 @@ class Sink:
         key: bytes | None,
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
-        track: bool = False,
     ) -> None:
-        kwargs: dict[str, Any] = {"partition": partition}
+        # Every record reports: one that failed (timed out in a stall, refused) fails the
+        # flush, whatever landed after it.
+        kwargs: dict[str, Any] = {"partition": partition, "on_delivery": self._delivered}
         if headers:
             kwargs["headers"] = headers
-        if track:
-            kwargs["on_delivery"] = self._delivered
         try:
             self._producer.produce(topic, value, key, **kwargs)
         except BufferError:
@@ -168,7 +167,7 @@ class Sink:
             self._producer.produce(topic, value, key, **kwargs)
 
     def flush(self, timeout: float = 30.0) -> dict[tuple[str, int], int]:
-        """Wait for every record to be acknowledged; the next offset of each tracked partition."""
+        """Wait for every record to be acknowledged; the next offset of each partition written."""
         if self._producer.flush(timeout):
             raise BrokerUnavailable(f"outputs not acknowledged within {timeout:g}s")
         if self._errors:

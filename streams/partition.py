@@ -138,9 +138,10 @@ class PartitionState:
         self._queued: set[str] = set()  # entities in _idle
         self._keep = self._entity_spec.keep_seconds + self._horizon
         self._event_time = 0.0  # the latest event time read on this partition
-        self._events_read_at = 0.0  # when (wall clock) the last events record was applied
-        self._label_time = 0.0  # the latest label time read on this partition
-        self._labels_read_at: float | None = None  # wall clock; None: before the first tick
+        # When (wall clock) the last event and label were read; None: before the first tick.
+        self._events_read_at: float | None = None
+        self._label_time = 0.0  # the latest label time read on this partition, up to now
+        self._labels_read_at: float | None = None
         self.emitted_examples: set[str] = set()
         self.emitted_deadletters: set[tuple[str, int]] = set()
         self._gaps: set[str] = set()
@@ -360,7 +361,6 @@ class PartitionState:
     def on_event(self, offset: int, key: bytes | None, raw: bytes | None, now: datetime) -> None:
         if not self._next(EVENTS, offset, key, raw):
             return
-        self._events_read_at = now.timestamp()
         self._count("events")
         try:
             event, features, imputed = self._decoder.event(key, raw, now)
@@ -368,6 +368,7 @@ class PartitionState:
             self._count("deadlettered")
             self._reject(EVENTS, offset, key, raw, exc)
             return
+        self._events_read_at = now.timestamp()  # rejected records say nothing of a backlog
         ekey = self._key("e", event.event_id)
         if ekey in self.table:
             self._count("duplicates")
@@ -393,7 +394,6 @@ class PartitionState:
     def on_label(self, offset: int, key: bytes | None, raw: bytes | None, now: datetime) -> None:
         if not self._next(LABELS, offset, key, raw):
             return
-        self._labels_read_at = now.timestamp()
         self._count("labels")
         try:
             label = self._decoder.label(key, raw, now)
@@ -409,7 +409,8 @@ class PartitionState:
             "r": (raw or b"").decode(),
             "at": now.timestamp(),
         }
-        self._label_time = max(self._label_time, held["ts"])
+        self._labels_read_at = now.timestamp()
+        self._label_time = max(self._label_time, min(held["ts"], now.timestamp()))
         record = self._get(self._key("e", label.event_id))
         if record is None:
             okey = self._key("l", label.event_id)
@@ -470,6 +471,8 @@ class PartitionState:
         # a restart, a lagging worker) may hold its label.
         if self._labels_read_at is None:
             self._labels_read_at = t
+        if self._events_read_at is None:
+            self._events_read_at = t
         labels_quiet = t - self._labels_read_at > ORPHAN_GRACE
         while self._due and self._due[0][0] < t and not self.full:
             if not labels_quiet and self._due[0][0] + ORPHAN_GRACE >= self._label_time:

@@ -136,29 +136,33 @@ class Runtime:
                     len(tail),
                 )
             state = PartitionState(p, self.spec, self.table, self.health, tail)
-            examples = await self._run(
-                read_back,
-                self.settings,
-                self.examples_topic,
-                self._out(self.examples_topic, p),
-                p,
-                state.outputs.get("examples"),
-            )
-            deadletters = await self._run(
-                read_back,
-                self.settings,
-                self.deadletter_topic,
-                self._out(self.deadletter_topic, p),
-                p,
-                state.outputs.get("deadletter"),
-            )
-            state.suppress(
-                emitted_examples(examples), emitted_deadletters(deadletters, self.settings)
-            )
-            for name, topic in self.topics_by_name.items():
-                low = await self._run(log_start, self.settings, topic, p)
-                await self._seek(topic, p, state.start(name, low))
-                await self._check_log(state, name)
+            try:
+                examples = await self._run(
+                    read_back,
+                    self.settings,
+                    self.examples_topic,
+                    self._out(self.examples_topic, p),
+                    p,
+                    state.outputs.get("examples"),
+                )
+                deadletters = await self._run(
+                    read_back,
+                    self.settings,
+                    self.deadletter_topic,
+                    self._out(self.deadletter_topic, p),
+                    p,
+                    state.outputs.get("deadletter"),
+                )
+                state.suppress(
+                    emitted_examples(examples), emitted_deadletters(deadletters, self.settings)
+                )
+                for name, topic in self.topics_by_name.items():
+                    low = await self._run(log_start, self.settings, topic, p)
+                    await self._seek(topic, p, state.start(name, low))
+                    await self._check_log(state, name)
+            except Exception:
+                self._drop([state])  # the keys its restore put back are still to be written
+                raise
             state.rewrite.update(self._carry.pop(p, {}))
             self.partitions[p] = state
             log.info(
@@ -205,7 +209,10 @@ class Runtime:
         if not gone:
             return
         async with self.lock:
+            # Rebuilt from the changelog alone: its replay finds what a failed batch left.
             self.tails.forget(partitions)
+            for p in partitions:
+                self._carry.pop(p, None)
             for key in [k for k in self.table if k[: k.find(b"|") + 1] in gone]:
                 del self.table[key]
 
@@ -337,20 +344,12 @@ class Runtime:
             batch = state.batch
             ex_part = self._out(self.examples_topic, p)
             header = [(SOURCE_PARTITION, str(p).encode())]
-            for i, (_, key, value) in enumerate(batch.examples):
-                sink.produce(
-                    self.examples_topic,
-                    ex_part,
-                    key,
-                    value,
-                    header,
-                    track=i == len(batch.examples) - 1,
-                )
+            for _, key, value in batch.examples:
+                sink.produce(self.examples_topic, ex_part, key, value, header)
             dl_part = self._out(self.deadletter_topic, p)
-            for i, d in enumerate(batch.deadletters):
+            for d in batch.deadletters:
                 dl_value, headers = deadletter_record(d, self.settings)
-                last = i == len(batch.deadletters) - 1
-                sink.produce(self.deadletter_topic, dl_part, d.key, dl_value, headers, track=last)
+                sink.produce(self.deadletter_topic, dl_part, d.key, dl_value, headers)
         ends = await self._run(sink.flush)
         for state in states:
             p = state.partition

@@ -197,7 +197,10 @@ def build_app(settings: Settings) -> faust.App:
         recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
         for p in held:
             tp = TP(changelog, p)
-            recovery.active_offsets.pop(tp, None)
+            # None reads from the log's start; a missing key reads as 0 (a Counter), which
+            # would skip the record at offset 0.
+            if tp in recovery.active_offsets:
+                recovery.active_offsets[tp] = None
             recovery.active_highwaters.pop(tp, None)
         held.clear()
         held.update(now)

@@ -301,6 +301,42 @@ def test_an_event_takes_the_default_once_labels_read_pass_it_or_stop(spec: Spec)
     assert [orjson.loads(e[2])["event_id"] for e in feed.state.batch.examples] == ["e1", "e2"]
 
 
+def test_after_a_restart_a_held_label_waits_for_the_events_still_to_be_read(spec: Spec) -> None:
+    log = Changelog()
+    feed = Feed(spec)
+    feed.label(label("e1", 1))
+    log.commit(feed.state, {})
+    restarted = log.restore(spec)  # an hour later: the label is old, its event unread
+    later = NOW + timedelta(hours=1)
+    offsets = {t: restarted.start(t, 0) for t in ("events", "labels")}
+    restarted.tick(later)
+    assert restarted.batch.deadletters == []
+    restarted.on_event(offsets["events"], *event("e1"), later)
+    joined = [orjson.loads(e[2]) for e in restarted.batch.examples]
+    assert [(e["event_id"], e["label"]) for e in joined] == [("e1", 1)]
+
+
+def test_rejected_labels_do_not_hold_events_back(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.event(event("e1"))
+    t = NOW
+    while t < NOW + horizon(spec) + timedelta(seconds=30):
+        t += timedelta(seconds=2)
+        feed.label((b"u1", b"\xff poison"), now=t)  # a label stream of nothing but poison
+        feed.state.tick(t)
+    assert [orjson.loads(e[2])["event_id"] for e in feed.state.batch.examples] == ["e1"]
+
+
+def test_a_label_stamped_ahead_does_not_end_the_wait_for_a_backlog(spec: Spec) -> None:
+    feed = Feed(spec)
+    feed.event(event("e1"))
+    later = NOW + horizon(spec) + timedelta(seconds=1)
+    ahead = later + timedelta(seconds=spec.validation.max_future_seconds - 1)
+    feed.label(label("other", 1, ts=ahead), now=later)  # a labeller's clock far ahead
+    feed.state.tick(later)
+    assert feed.state.counts["labels_waiting"] == 1 and feed.state.batch.examples == []
+
+
 def test_bad_records_are_deadlettered_with_their_coordinates(spec: Spec) -> None:
     feed = Feed(spec)
     feed.event((b"u1", b"{nope"))
