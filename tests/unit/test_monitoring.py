@@ -53,6 +53,7 @@ WANTED = {
     "LooplineConsumerLag",
     "LooplineDeadletterRate",
     "LooplineDataHealthBreach",
+    "LooplineFeatureSkew",
     "LooplineServingLatencySLO",
     "LooplineFallbackRate",
     "LooplineRampStuck",
