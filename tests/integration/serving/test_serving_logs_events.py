@@ -23,6 +23,7 @@ from loopline.scoring import score
 from loopline.settings import Settings
 from loopline.validation import FeatureValidator
 from tests.integration.serving.serving_support import (
+    ROOT,
     record_qualified,
     serving,
     serving_process,
@@ -154,3 +155,48 @@ def test_a_fallback_answer_logs_its_event_without_online_values_and_a_probe_logs
     assert [e.event_id for e in logged] == ["ev-1", "ev-1"]
     assert logged[0].served == Served(None, None, ("fallback",))
     assert logged[0].features == REQUESTS[0] and logged[0].entity_id == "u1"
+
+
+def readme_app_flow() -> str:
+    """The README's app-flow example, as a reader copies it."""
+    text = (ROOT / "README.md").read_text()
+    _, _, after = text.partition("<!-- app-flow -->\n```python\n")
+    code, fence, _ = after.partition("```")
+    assert fence, "README.md has no app-flow example"
+    return code
+
+
+def test_the_readme_app_flow_runs_and_its_example_carries_what_serving_read(
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = settings.replace(spec=spec_variant(tmp_path), serving_port=free_port())
+    spec = settings.load_spec()
+    save(store_of(settings), spec, "ck-readme", train(spec, examples(500, seed=4)))
+    version = route_all(settings, "ck-readme")
+    for name, value in settings.process_env().items():
+        if name.startswith("LOOPLINE_"):
+            monkeypatch.setenv(name, value)
+    with (
+        worker(settings),
+        serving_process(settings, tmp_path / "serving.log"),
+        httpx.Client(base_url=f"http://127.0.0.1:{settings.serving_port}", timeout=5) as client,
+    ):
+
+        def follows() -> bool:
+            try:
+                return bool(client.get("/healthz").json()["routing_version"] >= version)
+            except httpx.HTTPError:
+                return False
+
+        wait_for(follows, "serving to start and follow the routing table", timeout=60)
+        exec(compile(readme_app_flow(), "README.md", "exec"), {})
+        (built,) = [
+            Example.from_json(m.value() or b"") for m in read_topic(settings, "examples", 1)
+        ]
+        books = wait_for_books(settings, 1)
+    assert "from ck-readme" in capsys.readouterr().out
+    assert built.entity_id == "user-42" and built.label == 1.0
+    assert books.get("examples_served") == 1 and books.get("examples_recomputed") == 0
