@@ -1,4 +1,8 @@
-"""The Publisher: how apps put events and, later, their labels on Kafka::
+"""The Publisher: how apps put events and, later, their labels on Kafka.
+
+An app that asks serving publishes only labels: ``/predict`` publishes the event it
+scored, encoded by :func:`event_record` as here. :meth:`Publisher.event` is for events
+nobody scored (backfills, offline traffic)::
 
     with Publisher(settings) as pub:
         event_id = pub.event("user-42", {"price": 12.0, "hour": 9, "device": "mobile"})
@@ -288,7 +292,12 @@ class Publisher:
         *,
         event_id: str | None = None,
     ) -> str:
-        """Validate and publish one event; return its ``event_id`` (for the label)."""
+        """Validate and publish one event nobody scored; return its ``event_id`` (for the label).
+
+        For events serving answered, ``/predict`` publishes the event itself (with the
+        online features it read): publish only their label. This is for the rest:
+        backfills, offline traffic, decisions made without asking serving.
+        """
         _check_id(entity_id, "entity_id")
         now = datetime.now(UTC)
         ts = _check_ts(ts, now)

@@ -3,7 +3,8 @@
 State lives in a changelog-backed table (``MutableMapping[bytes, bytes]``), keyed
 ``<partition>|<kind>|<id>``:
 
-- ``e|<event_id>``: an event waiting for its label (its features as served), or the
+- ``e|<event_id>``: an event waiting for its label (the features its example carries:
+  for a served event, ``o = "s"``, the entity features serving logged), or the
   marker of a resolved event, kept until the event is too old to be accepted again
   (``validation.max_age_seconds`` past its time, at least one horizon after it
   resolved), so a re-published event is always recognised as a duplicate;
