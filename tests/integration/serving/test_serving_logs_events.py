@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from feature_repo.online import OnlineFeatures
 from loopline import accounting
@@ -200,3 +201,28 @@ def test_the_readme_app_flow_runs_and_its_example_carries_what_serving_read(
     assert "from ck-readme" in capsys.readouterr().out
     assert built.entity_id == "user-42" and built.label == 1.0
     assert books.get("examples_served") == 1 and books.get("examples_recomputed") == 0
+
+
+def test_a_broker_that_does_not_answer_costs_answers_nothing_and_is_counted(
+    settings: Settings,
+) -> None:
+    away = settings.replace(kafka_bootstrap=f"127.0.0.1:{free_port()}", publish_timeout_seconds=1)
+    spec = away.load_spec()
+    with serving(away, spec) as (url, _), httpx.Client(base_url=url, timeout=5) as client:
+        replies = [
+            client.post("/predict", json={"entity_id": f"u{i}", "features": REQUESTS[1]})
+            for i in range(3)
+        ]
+
+        def failures() -> dict[str, float] | None:
+            counted = {
+                s.labels["topic"]: s.value
+                for family in text_string_to_metric_families(client.get("/metrics").text)
+                for s in family.samples
+                if s.name == "loopline_serving_delivery_failures_total"
+            }
+            return counted if counted.get(away.topic("events"), 0) >= 3 else None
+
+        counted = wait_for(failures, "the lost events to be counted", timeout=30)
+    assert [r.status_code for r in replies] == [200, 200, 200]
+    assert counted[away.topic("predictions")] >= 3
