@@ -386,12 +386,12 @@ class PartitionState:
         # What serving read is what the model was asked about: the example carries it.
         # The entity's state still learns from the event, so features stay fresh.
         values = computed if logged is None else {**computed, **logged}
-        served: Features = {**features, **values}
+        carried: Features = {**features, **values}
         ts = _epoch(event.ts)
         self._event_time = max(self._event_time, ts)
         entity.on_event(ts)
         self._touch(event.entity_id, entity)
-        record = {"s": "w", "ts": ts, "en": event.entity_id, "f": served, "i": list(imputed)}
+        record = {"s": "w", "ts": ts, "en": event.entity_id, "f": carried, "i": list(imputed)}
         if logged is not None:
             record["o"] = SERVED
         self._put(ekey, record)
