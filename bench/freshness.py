@@ -124,7 +124,12 @@ def read_examples(settings: Settings, probes: Probes, stop: threading.Event) -> 
 
 def poll_serving(settings: Settings, url: str, probes: Probes, stop: threading.Event) -> None:
     store = CheckpointStore.of(settings)
-    body = {"entity_id": "probe", "features": {"price": 10.0, "hour": 9, "device": "mobile"}}
+    # Asks only: a logged event would change the probe's own features.
+    body = {
+        "entity_id": "probe",
+        "features": {"price": 10.0, "hour": 9, "device": "mobile"},
+        "log": False,
+    }
     offsets: dict[int, int] = {}
     version = None
     with httpx.Client(base_url=url, timeout=2) as client:

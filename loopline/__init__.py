@@ -13,6 +13,7 @@ from loopline.contracts import (
     Example,
     Label,
     Prediction,
+    Served,
 )
 from loopline.errors import LooplineError, Reason, RecordError, SpecError
 from loopline.publisher import Publisher
@@ -31,6 +32,7 @@ __all__ = [
     "Publisher",
     "Reason",
     "RecordError",
+    "Served",
     "Settings",
     "Spec",
     "SpecError",

@@ -34,7 +34,15 @@ from loopline.settings import Settings
 
 EVENT_OUTCOMES = ("examples", "deadlettered", "duplicates", "pending", "dropped")
 LABEL_OUTCOMES = ("labels_joined", "labels_deadlettered", "labels_duplicates", "labels_waiting")
-DETAILS = ("examples_labelled", "examples_defaulted", "labels_late")
+DETAILS = (
+    "examples_labelled",
+    "examples_defaulted",
+    "labels_late",
+    "examples_served",
+    "examples_recomputed",
+    "served_compared",
+    "served_skewed",
+)
 COUNTERS = ("events", *EVENT_OUTCOMES, "labels", *LABEL_OUTCOMES, *DETAILS)
 REJECTED = "rejected."
 

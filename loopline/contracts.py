@@ -184,12 +184,13 @@ def _free_form(obj: Mapping[str, Any], name: str) -> dict[str, Any]:
     raise RecordError(Reason.OUT_OF_RANGE, f"{name} nests deeper than {MAX_DEPTH} levels")
 
 
-def _features(obj: Mapping[str, Any]) -> Features:
-    features = _dict(obj, "features")
+def _features(obj: Mapping[str, Any], name: str = "features", where: str = "") -> Features:
+    features = _dict(obj, name)
     for key, value in features.items():
         if value is not None and not isinstance(value, int | float | str | bool):
             raise RecordError(
-                Reason.WRONG_TYPE, f"feature {key!r} must be a number, string, bool or null"
+                Reason.WRONG_TYPE,
+                f"{where + ': ' if where else ''}feature {key!r} must be a number, string, bool or null",
             )
     return features
 
@@ -204,14 +205,55 @@ class _Record:
 
 
 @dataclass(frozen=True, slots=True)
+class Served(_Record):
+    """What serving used when it scored an event: the example is built from it.
+
+    ``entity`` holds the entity's online features as serving read them at ``read_at``
+    (every entity feature of the spec by name, None where the store held none), or is
+    None when serving answered without reading them (a kill switch, Redis away, a
+    model skipped for latency): then the streams compute them, as for an event nobody
+    scored. ``versions`` names what scored it (checkpoint ids, or ``fallback``).
+
+    >>> s = Served(entity={"views_1h": 3}, read_at=datetime(2026, 1, 1, tzinfo=UTC),
+    ...            versions=("ck1",))
+    >>> Served.from_object(orjson.loads(s.to_json())) == s
+    True
+    """
+
+    entity: Features | None
+    read_at: datetime | None = None
+    versions: tuple[str, ...] = ()
+
+    @classmethod
+    def from_object(cls, obj: Any) -> Self:
+        if not isinstance(obj, dict):
+            raise RecordError(Reason.WRONG_TYPE, "served must be an object")
+        versions = obj.get("versions", [])
+        if not isinstance(versions, list) or not all(isinstance(v, str) and v for v in versions):
+            raise RecordError(Reason.WRONG_TYPE, "served.versions must be a list of names")
+        entity = obj.get("entity")
+        return cls(
+            entity=None if entity is None else _features(obj, "entity", "served.entity"),
+            read_at=_opt_ts(obj, "read_at"),
+            versions=tuple(versions),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Event(_Record):
-    """Something happened to an entity; the app may label it later by ``event_id``."""
+    """Something happened to an entity; the app may label it later by ``event_id``.
+
+    ``served`` is set on the events serving logs for the requests it scored (see
+    :class:`Served`); events published apart from serving (``Publisher.event``,
+    backfills) have none. Decoders that predate it ignore it.
+    """
 
     event_id: str
     entity_id: str
     ts: datetime
     features: Features
     source: str = ""
+    served: Served | None = None
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -220,12 +262,14 @@ class Event(_Record):
         source = obj.get("source", "")
         if not isinstance(source, str):
             raise RecordError(Reason.WRONG_TYPE, "source must be a string")
+        served = obj.get("served")
         return cls(
             event_id=_str(obj, "event_id"),
             entity_id=_str(obj, "entity_id"),
             ts=_ts(obj, "ts"),
             features=_features(obj),
             source=source,
+            served=None if served is None else Served.from_object(served),
         )
 
 

@@ -16,7 +16,7 @@ principal             allowed
                       groups ``<prefix>trainer.*``
 ``pusher``            read ``checkpoints``, ``examples``, ``predictions``,
                       ``control``; groups ``<prefix>pusher*``
-``serving``           write ``predictions``
+``serving``           write ``predictions``, ``events`` (the events it scored)
 ``publisher``         write ``events``, ``labels`` (apps, backfills)
 ``exporter``          describe topics, groups and the cluster (consumer lag)
 ====================  ==========================================================
@@ -71,7 +71,7 @@ WRITES: dict[Role, tuple[str, ...]] = {
     "streams": ("examples", "deadletter", "control"),
     "trainer": ("checkpoints",),
     "pusher": (),
-    "serving": ("predictions",),
+    "serving": ("predictions", "events"),
     "publisher": ("events", "labels"),
     "exporter": (),
 }

@@ -1,4 +1,8 @@
-"""The Publisher: how apps put events and, later, their labels on Kafka::
+"""The Publisher: how apps put events and, later, their labels on Kafka.
+
+An app that asks serving publishes only labels: ``/predict`` publishes the event it
+scored, encoded by :func:`event_record` as here. :meth:`Publisher.event` is for events
+nobody scored (backfills, offline traffic)::
 
     with Publisher(settings) as pub:
         event_id = pub.event("user-42", {"price": 12.0, "hour": 9, "device": "mobile"})
@@ -58,7 +62,7 @@ from typing import Any, ParamSpec, Self
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
-from loopline.contracts import SCHEMA_VERSION, FeatureValue
+from loopline.contracts import SCHEMA_VERSION, FeatureValue, Served
 from loopline.errors import BrokerUnavailable, PublishError, Reason, RecordError
 from loopline.kafka import producer_config
 from loopline.settings import Settings
@@ -136,6 +140,37 @@ class PublisherStats:
 def new_event_id() -> str:
     """128 random bits, hex: unique without coordination."""
     return os.urandom(16).hex()
+
+
+def event_record(
+    event_id: str,
+    entity_id: str,
+    ts: datetime,
+    features: Mapping[str, FeatureValue],
+    source: str = "",
+    served: Served | None = None,
+) -> bytes:
+    """An event as it goes on ``events`` (the Publisher's and serving's, alike).
+
+    ``features`` are the validated request features, without imputations (the streams
+    impute, and record what they imputed). ``served`` is only for events serving
+    scored; an event without it carries no ``served`` field at all.
+
+    >>> ts = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> event_record("e1", "u1", ts, {"price": 3.0})
+    b'{"event_id":"e1","entity_id":"u1","ts":"2026-01-01T00:00:00+00:00","features":{"price":3.0},"source":"","schema_version":1}'
+    """
+    record: dict[str, Any] = {
+        "event_id": event_id,
+        "entity_id": entity_id,
+        "ts": ts,
+        "features": features,
+        "source": source,
+        "schema_version": SCHEMA_VERSION,
+    }
+    if served is not None:
+        record["served"] = served
+    return orjson.dumps(record)
 
 
 def _event_id_of(value: bytes) -> str:
@@ -257,7 +292,12 @@ class Publisher:
         *,
         event_id: str | None = None,
     ) -> str:
-        """Validate and publish one event; return its ``event_id`` (for the label)."""
+        """Validate and publish one event nobody scored; return its ``event_id`` (for the label).
+
+        For events serving answered, ``/predict`` publishes the event itself (with the
+        online features it read): publish only their label. This is for the rest:
+        backfills, offline traffic, decisions made without asking serving.
+        """
         _check_id(entity_id, "entity_id")
         now = datetime.now(UTC)
         ts = _check_ts(ts, now)
@@ -267,16 +307,7 @@ class Publisher:
             event_id = new_event_id()
         else:
             _check_id(event_id, "event_id")
-        value = orjson.dumps(
-            {
-                "event_id": event_id,
-                "entity_id": entity_id,
-                "ts": ts,
-                "features": clean,
-                "source": self.source,
-                "schema_version": SCHEMA_VERSION,
-            }
-        )
+        value = event_record(event_id, entity_id, ts, clean, self.source)
         self._produce(self._events, entity_id, value)
         return event_id
 

@@ -168,6 +168,10 @@ class Settings(BaseSettings):
     serving_port: int = Field(
         8080, ge=0, le=65535, description="LOOPLINE_SERVING_PORT: port serving binds."
     )
+    serving_log_events: bool = Field(
+        True,
+        description="LOOPLINE_SERVING_LOG_EVENTS: /predict publishes the event it scored (features, online features read, versions) on events; off only for apps that still publish every event themselves.",
+    )
     serving_token: SecretStr | None = Field(
         None, description="LOOPLINE_SERVING_TOKEN: bearer token /predict requires, if set."
     )

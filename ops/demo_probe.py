@@ -48,9 +48,9 @@ class ServingProbe:
         impression = self.shop.impression(progress=0.5)
         entity = entity_id or impression.entity_id
         try:
-            response = self.client.post(
-                self.url, json={"entity_id": entity, "features": impression.features}
-            )
+            # A question about a shopper, not an impression shown: no event is logged.
+            body = {"entity_id": entity, "features": impression.features, "log": False}
+            response = self.client.post(self.url, json=body)
         except httpx.HTTPError as exc:
             return Answer(None, problem=f"not answering ({type(exc).__name__})")
         if response.status_code != 200:

@@ -2,7 +2,15 @@
 
 ``/predict`` validates and imputes the request features, merges the entity's online
 features, asks the model the routing table assigns to the entity (sticky by
-``entity_id``) and logs the answer to ``predictions``. Any answer it cannot get from a
+``entity_id``) and logs the answer to ``predictions``. It also publishes the event it
+scored on ``events`` (:mod:`serving.outbox`): the request features, the online
+features as it read them and when, and the version that scored it, under the event
+id it returns. The app then publishes only the label, by that id, and the streams
+build the example from exactly what serving used. A request may name its own
+``event_id``: a retry with the same id logs the same event again, which the streams
+drop as a duplicate, so the example carries the first answer's features. ``"log":
+false`` answers without publishing an event (probes); so does every request with
+``LOOPLINE_SERVING_LOG_EVENTS=false``. Any answer it cannot get from a
 model comes from the spec's fallback, with ``fallback: true`` and a reason (a model
 that keeps exceeding the spec's per-prediction budget is skipped for a while, see
 :mod:`serving.breaker`); bad input
@@ -43,6 +51,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -54,10 +63,10 @@ from starlette.requests import ClientDisconnect
 
 from feature_repo.online import OnlineFeatures
 from loopline.checkpoints import CheckpointStore
-from loopline.contracts import FeatureValue, Prediction, utcnow
+from loopline.contracts import FeatureValue, Prediction, Served, utcnow
 from loopline.errors import RecordError
 from loopline.heartbeat import Heartbeat
-from loopline.publisher import new_event_id
+from loopline.publisher import event_record, new_event_id
 from loopline.routing import RoutingStore
 from loopline.scoring import score
 from loopline.settings import Settings
@@ -69,7 +78,7 @@ from serving.fallback import FALLBACK_VERSION, Fallback, FallbackReason
 from serving.follower import RoutingFollower
 from serving.metrics import ServingMetrics
 from serving.models import ModelCache
-from serving.predictions import PredictionLog
+from serving.outbox import Outbox
 from serving.request import BadRequest, parse, read_body
 
 log = logging.getLogger(__name__)
@@ -81,6 +90,8 @@ STALE_AFTER_SECONDS = 10.0
 LIVE_WITHIN_SECONDS = 120.0
 #: Sent with an answer given before the body was read: the rest is never taken in.
 CLOSE = {"Connection": "close"}
+#: The ``source`` of the events serving publishes.
+SOURCE = "serving"
 
 
 class FeatureReader(Protocol):
@@ -95,6 +106,26 @@ def _json(
     return Response(orjson.dumps(body), status_code, headers, media_type="application/json")
 
 
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """One answer and what it was computed from.
+
+    ``entity`` is the entity's online features as read at ``read_at``, or None when
+    the answer did not read them (kill switch, Redis away, a model skipped for latency).
+    """
+
+    score: float
+    version: str
+    reason: FallbackReason | None = None
+    entity: dict[str, FeatureValue] | None = None
+    read_at: datetime | None = None
+
+    @property
+    def scored_by(self) -> str:
+        """What produced the score: the model's version, or the fallback's."""
+        return FALLBACK_VERSION if self.reason is not None else self.version
+
+
 @dataclass
 class Service:
     """Everything a request needs, built once per process."""
@@ -103,7 +134,7 @@ class Service:
     spec: Spec
     online: FeatureReader
     follower: RoutingFollower
-    predictions: PredictionLog
+    outbox: Outbox
     metrics: ServingMetrics
 
     def __post_init__(self) -> None:
@@ -129,28 +160,29 @@ class Service:
         shares = {r.checkpoint_id: r.percent for r in snap.table.routes}
         metrics.serving(shares, self.follower.created())
         metrics.refused.set(len(self.follower.refused))
-        metrics.dropped.set(self.predictions.dropped)
+        metrics.dropped.set(self.outbox.dropped[self.outbox.predictions_topic])
+        metrics.events_dropped.set(self.outbox.dropped[self.outbox.events_topic])
         metrics.ready.set(0 if readiness(self)[0] else 1)
 
-    def predict(
-        self, entity_id: str, features: dict[str, FeatureValue]
-    ) -> tuple[float, str, FallbackReason | None]:
-        """Score one request: (score, model version, fallback reason or None)."""
+    def predict(self, entity_id: str, features: dict[str, FeatureValue]) -> Scored:
+        """Score one request."""
         snap = self.follower.current
+        fallback = self.fallback.score
         if snap.kill.on:
-            return self.fallback.score(features), FALLBACK_VERSION, FallbackReason.KILL_SWITCH
+            return Scored(fallback(features), FALLBACK_VERSION, FallbackReason.KILL_SWITCH)
         if not snap.redis_ok:
-            return self.fallback.score(features), FALLBACK_VERSION, FallbackReason.REDIS
+            return Scored(fallback(features), FALLBACK_VERSION, FallbackReason.REDIS)
         version = snap.table.pick(entity_id)
         if version is None:
-            return self.fallback.score(features), FALLBACK_VERSION, FallbackReason.NO_MODEL
+            return Scored(fallback(features), FALLBACK_VERSION, FallbackReason.NO_MODEL)
         if self.breaker.is_open(version):
-            return self.fallback.score(features), version, FallbackReason.LATENCY
+            return Scored(fallback(features), version, FallbackReason.LATENCY)
         try:
+            read_at = utcnow()
             entity = self.online.read([entity_id])[0]
         except (redis.RedisError, OSError) as exc:
             log.warning("online features unavailable: %s", exc)
-            return self.fallback.score(features), FALLBACK_VERSION, FallbackReason.REDIS
+            return Scored(fallback(features), FALLBACK_VERSION, FallbackReason.REDIS)
         started = time.perf_counter()
         try:
             value = score(snap.models[version], {**entity, **features}, self.kind)
@@ -158,11 +190,31 @@ class Service:
             if version not in self.failing:  # once per version, not once per request
                 self.failing.add(version)
                 log.exception("model %s failed; answering from the fallback", version)
-            return self.fallback.score(features), version, FallbackReason.MODEL_ERROR
+            reason = FallbackReason.MODEL_ERROR
+            return Scored(fallback(features), version, reason, entity, read_at)
         self.breaker.record(version, time.perf_counter() - started)
         if not math.isfinite(value):
-            return self.fallback.score(features), version, FallbackReason.MODEL_ERROR
-        return value, version, None
+            reason = FallbackReason.MODEL_ERROR
+            return Scored(fallback(features), version, reason, entity, read_at)
+        return Scored(value, version, None, entity, read_at)
+
+    def log_event(
+        self,
+        event_id: str,
+        entity_id: str,
+        ts: datetime,
+        request: dict[str, FeatureValue],
+        scored: Scored,
+    ) -> None:
+        """Publish the event this answer scored (never blocking, never raising)."""
+        served = Served(scored.entity, scored.read_at, (scored.scored_by,))
+        try:
+            value = event_record(event_id, entity_id, ts, request, SOURCE, served)
+        except Exception:  # whatever went wrong, the answer still goes out
+            log.exception("event %s could not be encoded; not logged", event_id)
+            self.outbox.dropped[self.outbox.events_topic] += 1
+            return
+        self.outbox.event(entity_id, value)
 
 
 def build_service(settings: Settings, spec: Spec | None = None) -> Service:
@@ -178,13 +230,12 @@ def build_service(settings: Settings, spec: Spec | None = None) -> Service:
     cache = ModelCache(store, spec.schema_hash, routing.verdict, public_key(settings, "pusher"))
     follower = RoutingFollower(routing, cache, heartbeat=heartbeat)
     metrics = ServingMetrics(always=(FALLBACK_VERSION,))
-    failures = metrics.delivery_failures.labels(settings.topic("predictions"))
     return Service(
         settings=settings,
         spec=spec,
         online=OnlineFeatures(fast, spec),
         follower=follower,
-        predictions=PredictionLog(settings, failures),
+        outbox=Outbox(settings, metrics.delivery_failures),
         metrics=metrics,
     )
 
@@ -227,16 +278,19 @@ def create_app(service: Service) -> FastAPI:
             yield
         finally:
             service.follower.stop()
-            left = service.predictions.close()
+            left = service.outbox.close()
             if left:
-                log.error("%d predictions were not delivered before shutdown", left)
+                log.error("%d served records were not delivered before shutdown", left)
             service.online.close()
 
     app = FastAPI(title="Loopline serving", lifespan=lifespan, docs_url=None, redoc_url=None)
     metrics = service.metrics
 
+    log_events = service.settings.serving_log_events
+
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
+        arrived = utcnow()
         if not service.authorised(request):
             metrics.requests.labels("unauthorised").inc()
             return _json(
@@ -247,7 +301,7 @@ def create_app(service: Service) -> FastAPI:
         try:
             raw = await read_body(request.stream(), request.headers.get("content-length"))
             req = parse(raw)
-            features, _ = service.validator.validate(req.features, impute=True)
+            features, imputed = service.validator.validate(req.features, impute=True)
         except ClientDisconnect:
             metrics.requests.labels("disconnected").inc()
             return Response(status_code=400)  # nobody reads it
@@ -261,20 +315,21 @@ def create_app(service: Service) -> FastAPI:
             return _json({"reason": exc.reason.value, "detail": exc.detail}, status_code=422)
         try:
             # Off the event loop: it reads Redis (online features), which may be slow.
-            value, version, reason = await run_in_threadpool(
-                service.predict, req.entity_id, features
-            )
+            scored = await run_in_threadpool(service.predict, req.entity_id, features)
         except Exception:  # whatever went wrong, the caller gets an answer, not a 500
             log.exception("prediction failed for entity %s", req.entity_id)
-            value, version, reason = (
-                service.fallback.score(features),
-                FALLBACK_VERSION,
-                FallbackReason.INTERNAL,
+            scored = Scored(
+                service.fallback.score(features), FALLBACK_VERSION, FallbackReason.INTERNAL
             )
+        value, version, reason = scored.score, scored.version, scored.reason
         event_id = req.event_id or new_event_id()
         fallback = reason is not None
+        if log_events and req.log:
+            # The request features as sent (validated): the streams impute, as for any event.
+            sent = {k: v for k, v in features.items() if k not in imputed}
+            service.log_event(event_id, req.entity_id, arrived, sent, scored)
         latency = time.perf_counter() - started
-        service.predictions.log(
+        service.outbox.prediction(
             Prediction(
                 event_id=event_id,
                 entity_id=req.entity_id,

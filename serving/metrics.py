@@ -180,6 +180,11 @@ class ServingMetrics:
             "Predictions not logged because the producer buffer was full.",
             registry=r,
         )
+        self.events_dropped = Gauge(
+            "loopline_serving_events_dropped",
+            "Served events not published because the producer buffer was full.",
+            registry=r,
+        )
         self.ready = Gauge(
             "loopline_serving_ready",
             "1 while this instance serves what the routing table says (/healthz is 200).",

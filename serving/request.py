@@ -24,7 +24,7 @@ from loopline.errors import Reason
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_ID_CHARS = 256
-FIELDS = frozenset({"entity_id", "features", "event_id"})
+FIELDS = frozenset({"entity_id", "features", "event_id", "log"})
 
 
 class BadRequest(Exception):
@@ -43,6 +43,8 @@ class PredictRequest:
     entity_id: str
     features: Features
     event_id: str | None
+    #: False: answer only, publish no event (a probe, a what-if question).
+    log: bool = True
 
 
 def _id(obj: dict[str, object], name: str, required: bool) -> str | None:
@@ -102,4 +104,7 @@ def parse(raw: bytes) -> PredictRequest:
             raise BadRequest(
                 422, Reason.WRONG_TYPE, f"feature {name!r} must be a number, string, bool or null"
             )
-    return PredictRequest(entity_id, features, _id(obj, "event_id", required=False))
+    log = obj.get("log", True)
+    if not isinstance(log, bool):
+        raise BadRequest(422, Reason.WRONG_TYPE, "log must be true or false")
+    return PredictRequest(entity_id, features, _id(obj, "event_id", required=False), log)

@@ -51,6 +51,11 @@ class EntityState:
         self.data = data
 
     @property
+    def known(self) -> bool:
+        """Whether anything was learned of this entity (a new one has no state)."""
+        return bool(self.data)
+
+    @property
     def as_of(self) -> datetime:
         return datetime.fromtimestamp(self.data.get("t", 0.0), UTC)
 

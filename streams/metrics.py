@@ -7,6 +7,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from streams.skew import SKEW as SKEW_PREFIX
+
 RECORDS = Gauge(
     "loopline_streams_records",
     "Records per accounting outcome (absolute, as of the partition's last commit).",
@@ -22,14 +24,29 @@ BATCH_FAILURES = Counter(
     "loopline_streams_batch_failures",
     "Batches undone and read again because something raised before their commit.",
 )
+SKEW = Gauge(
+    "loopline_streams_served_skew",
+    "Served events whose logged entity feature differs from the streams' value, by feature "
+    "(absolute, as of the partition's last commit).",
+    ["partition", "feature"],
+)
 HEALTH = Gauge("loopline_streams_health_window", "Last closed health window.", ["measure"])
 BREACHES = Gauge("loopline_streams_health_breaches", "Breaches in the last closed health window.")
 
 
 def record_counts(counts: Mapping[int, Mapping[str, int]]) -> None:
+    """Publish each partition's counts; ``skew.<feature>`` ones as ``SKEW`` by feature.
+
+    Parity shows as ``RECORDS`` outcomes: ``examples_served`` (entity features as
+    serving read them) beside ``examples_recomputed``, and ``served_skewed`` of
+    ``served_compared`` served events.
+    """
     for partition, values in counts.items():
         for outcome, value in values.items():
-            RECORDS.labels(str(partition), outcome).set(value)
+            if outcome.startswith(SKEW_PREFIX):
+                SKEW.labels(str(partition), outcome.removeprefix(SKEW_PREFIX)).set(value)
+            else:
+                RECORDS.labels(str(partition), outcome).set(value)
 
 
 def record_health(last: Mapping[str, Any]) -> None:

@@ -3,7 +3,8 @@
 State lives in a changelog-backed table (``MutableMapping[bytes, bytes]``), keyed
 ``<partition>|<kind>|<id>``:
 
-- ``e|<event_id>``: an event waiting for its label (its features as served), or the
+- ``e|<event_id>``: an event waiting for its label (the features its example carries:
+  for a served event, ``o = "s"``, the entity features serving logged), or the
   marker of a resolved event, kept until the event is too old to be accepted again
   (``validation.max_age_seconds`` past its time, at least one horizon after it
   resolved), so a re-published event is always recognised as a duplicate;
@@ -50,6 +51,7 @@ from streams.changelog import commit_key
 from streams.features import EntityFeatureSpec, EntityState
 from streams.health import HealthMonitor
 from streams.records import RecordDecoder
+from streams.skew import SKEW, skew
 
 ORPHAN_GRACE = 5.0
 # A batch whose changes grow past this is committed early (see ``Runtime.process``): it
@@ -57,6 +59,8 @@ ORPHAN_GRACE = 5.0
 BATCH_BUDGET = 448 * 1024
 log = logging.getLogger("loopline.streams")
 EVENTS, LABELS = "events", "labels"
+#: A waiting event's ``o``: its entity features are the values serving logged.
+SERVED = "s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +318,7 @@ class PartitionState:
     ) -> None:
         self._count("examples")
         self._count("examples_labelled" if observed else "examples_defaulted")
+        self._count("examples_served" if record.get("o") == SERVED else "examples_recomputed")
         self.health.observe_example(observed)
         if event_id in self.emitted_examples:
             return
@@ -375,12 +380,21 @@ class PartitionState:
             return
         self.health.observe_event(features, imputed)
         entity = self.entity(event.entity_id)
-        served: Features = {**features, **entity.values()}
+        computed = entity.values()
+        logged = event.served.entity if event.served is not None else None
+        if logged is not None:
+            self._compare(entity, computed, logged)
+        # What serving read is what the model was asked about: the example carries it.
+        # The entity's state still learns from the event, so features stay fresh.
+        values = computed if logged is None else {**computed, **logged}
+        carried: Features = {**features, **values}
         ts = _epoch(event.ts)
         self._event_time = max(self._event_time, ts)
         entity.on_event(ts)
         self._touch(event.entity_id, entity)
-        record = {"s": "w", "ts": ts, "en": event.entity_id, "f": served, "i": list(imputed)}
+        record = {"s": "w", "ts": ts, "en": event.entity_id, "f": carried, "i": list(imputed)}
+        if logged is not None:
+            record["o"] = SERVED
         self._put(ekey, record)
         self._count("pending")
         heapq.heappush(self._due, (ts + self._horizon, event.event_id))
@@ -390,6 +404,17 @@ class PartitionState:
             self._put(self._key("l", event.event_id), None)
             self._count("labels_waiting", -1)
             self._resolve_label(event.event_id, record, orphan, now)
+
+    def _compare(
+        self, entity: EntityState, computed: Features, logged: Mapping[str, FeatureValue]
+    ) -> None:
+        """Count, by feature, where serving read other values than the streams hold."""
+        skewed = skew(computed, logged, known=entity.known)
+        self._count("served_compared")
+        if skewed:
+            self._count("served_skewed")
+        for name in skewed:
+            self._count(f"{SKEW}{name}")
 
     def on_label(self, offset: int, key: bytes | None, raw: bytes | None, now: datetime) -> None:
         if not self._next(LABELS, offset, key, raw):

@@ -23,6 +23,7 @@ class RecordDecoder:
         self._validator = FeatureValidator(spec)
         self._max_bytes = spec.validation.max_record_bytes
         self._binary = spec.label.kind == "binary"
+        self._entity_features = frozenset(spec.entity.features)
 
     def event(
         self, key: bytes | None, raw: bytes | None, now: datetime
@@ -32,6 +33,14 @@ class RecordDecoder:
         _check_key(key, event.entity_id)
         self._validator.check_time(event.ts, now)
         features, imputed = self._validator.validate(event.features, impute=True)
+        served = event.served.entity if event.served is not None else None
+        if served is not None:
+            unknown = sorted(set(served) - self._entity_features)
+            if unknown:
+                raise RecordError(
+                    Reason.UNKNOWN_FEATURE,
+                    f"served entity features {unknown} are not in the spec's entity.features",
+                )
         return event, features, imputed
 
     def label(self, key: bytes | None, raw: bytes | None, now: datetime) -> Label:

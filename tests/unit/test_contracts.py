@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -20,6 +21,7 @@ from loopline.contracts import (
     Example,
     Label,
     Prediction,
+    Served,
     Window,
     parse_ts,
 )
@@ -38,8 +40,20 @@ values = st.one_of(
 )
 features = st.dictionaries(st.text(min_size=1, max_size=20), values, max_size=10)
 
+served = st.builds(
+    Served,
+    entity=st.none() | features,
+    read_at=st.none() | aware,
+    versions=st.lists(ids, max_size=3).map(tuple),
+)
 events = st.builds(
-    Event, event_id=ids, entity_id=ids, ts=aware, features=features, source=st.text(max_size=10)
+    Event,
+    event_id=ids,
+    entity_id=ids,
+    ts=aware,
+    features=features,
+    source=st.text(max_size=10),
+    served=st.none() | served,
 )
 labels = st.builds(Label, event_id=ids, entity_id=ids, ts=aware, label=finite)
 examples = st.builds(
@@ -236,7 +250,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 VALID: dict[Any, dict[str, Any]] = {
     cls: orjson.loads(record.to_json())
     for cls, record in (
-        (Event, Event("e", "u", NOW, {"a": 1}, "s")),
+        (Event, Event("e", "u", NOW, {"a": 1}, "s", Served({"n": 2}, NOW, ("ck",)))),
         (Label, Label("e", "u", NOW, 1.0)),
         (Example, Example("e", "u", NOW, {"a": 1}, 1.0, True, NOW, ("a",))),
         (
@@ -410,3 +424,28 @@ def test_window_rejects_naive_and_empty() -> None:
     window = Window(now, now + timedelta(hours=1))
     assert now in window
     assert now + timedelta(hours=1) not in window
+
+
+def test_a_served_event_keeps_what_serving_read_and_stays_readable_without_it() -> None:
+    raw = _with(
+        served={
+            "entity": {"n": 2, "r": None},
+            "read_at": "2026-01-01T00:00:01Z",
+            "versions": ["ck"],
+        }
+    )
+    ev = Event.from_json(raw)
+    assert ev.served == Served({"n": 2, "r": None}, NOW + timedelta(seconds=1), ("ck",))
+    # A reader that knows nothing of ``served`` (it predates it) reads the same event.
+    old = {k: v for k, v in orjson.loads(raw).items() if k != "served"}
+    assert Event.from_json(orjson.dumps(old)) == replace(ev, served=None)
+    assert Event.from_json(_with(served=None)).served is None
+    assert Event.from_json(_with(served={"versions": ["ck"]})).served == Served(None, None, ("ck",))
+
+
+def test_a_malformed_served_part_is_rejected_with_a_reason() -> None:
+    assert _reason(_with(served=[1])) == Reason.WRONG_TYPE
+    assert _reason(_with(served={"entity": {"n": [1]}})) == Reason.WRONG_TYPE
+    assert _reason(_with(served={"entity": {}, "versions": "ck"})) == Reason.WRONG_TYPE
+    assert _reason(_with(served={"entity": {}, "versions": [""]})) == Reason.WRONG_TYPE
+    assert _reason(_with(served={"entity": {}, "read_at": "soon"})) == Reason.WRONG_TYPE

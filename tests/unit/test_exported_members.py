@@ -16,6 +16,7 @@ def test_public_surface_is_small_and_pinned() -> None:
         "Publisher",
         "Reason",
         "RecordError",
+        "Served",
         "Settings",
         "Spec",
         "SpecError",

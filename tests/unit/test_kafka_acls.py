@@ -40,6 +40,10 @@ def test_each_role_writes_only_its_own_topics() -> None:
         "labels",
     }
     assert not {t for t in TOPICS if may("serving", "topic", SETTINGS.topic(t), "READ")}
+    assert {t for t in TOPICS if may("serving", "topic", SETTINGS.topic(t), "WRITE")} == {
+        "predictions",
+        "events",
+    }
 
 
 def test_the_operator_reads_everything_and_describes_every_group() -> None:

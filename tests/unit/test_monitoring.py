@@ -53,6 +53,7 @@ WANTED = {
     "LooplineConsumerLag",
     "LooplineDeadletterRate",
     "LooplineDataHealthBreach",
+    "LooplineFeatureSkew",
     "LooplineServingLatencySLO",
     "LooplineFallbackRate",
     "LooplineRampStuck",
@@ -202,6 +203,7 @@ def test_dashboard_shows_each_part_of_the_loop() -> None:
         "loopline_pusher_ramp_stage",
         "loopline_serving_request_seconds_bucket",
         "loopline_serving_fallbacks_total",
+        "loopline_streams_served_skew",
         "kafka_consumergroup_lag",
     ):
         assert name in shown

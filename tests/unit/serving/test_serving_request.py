@@ -16,6 +16,8 @@ def test_a_good_body_parses() -> None:
     )
     assert (req.entity_id, req.event_id, req.features["price"]) == ("u1", "e", 3)
     assert parse(b'{"entity_id": "u1"}').features == {}
+    assert parse(b'{"entity_id": "u1"}').log is True
+    assert parse(b'{"entity_id": "u1", "log": false}').log is False
 
 
 @pytest.mark.parametrize(
@@ -28,6 +30,7 @@ def test_a_good_body_parses() -> None:
         (b'{"entity_id": "u", "features": [1]}', 422, "wrong_type"),
         (b'{"entity_id": "u", "features": {"price": {"a": 1}}}', 422, "wrong_type"),
         (b'{"entity_id": "u", "extra": 1}', 422, "unknown_feature"),
+        (b'{"entity_id": "u", "log": "no"}', 422, "wrong_type"),
         (b'{"entity_id": "' + b"u" * 300 + b'"}', 422, "too_large"),
         (b" " * (MAX_BODY_BYTES + 1), 413, "too_large"),
     ],
