@@ -72,6 +72,7 @@ import httpx
 import redis
 from river import datasets, stream
 
+from loopline import heartbeat
 from loopline.checkpoints import CheckpointStore
 from loopline.devstack import Managed, free_port, start_broker
 from loopline.errors import CheckpointError
@@ -244,15 +245,21 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
             process.kill()
 
 
-def wait_for_serving(url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
+def wait_for_workers(settings: Settings, url: str, seconds: float = 90) -> float:
+    """Wait until serving answers and every worker has beaten once; return the seconds."""
+    start = time.monotonic()
+    deadline = start + seconds
     while time.monotonic() < deadline:
         try:
             httpx.get(f"{url}/healthz")
-            return
         except httpx.HTTPError:
             time.sleep(0.2)
-    raise SystemExit(f"serving did not answer on {url} within {seconds:g}s")
+            continue
+        beating = {status.name.split(".")[0] for status in heartbeat.read(settings)}
+        if beating >= set(WORKERS):
+            return time.monotonic() - start
+        time.sleep(0.2)
+    raise SystemExit(f"the workers were not all up within {seconds:g}s")
 
 
 def drive(settings: Settings, url: str, rows: list[Row], rate: float, delay: float) -> Served:
@@ -342,8 +349,8 @@ def clean_redis(prefix: str) -> None:
 def run_stream(
     name: str, rows: list[Row], args: argparse.Namespace, broker: Managed, tmp: Path
 ) -> dict[str, Any]:
-    home = tmp / name
-    home.mkdir()
+    home = (args.logs or tmp) / name
+    home.mkdir(parents=True)
     spec = write_spec(home / "spec.toml", name, rows, args.horizon)
     port = free_port()
     settings = Settings.from_env(
@@ -362,9 +369,10 @@ def run_stream(
     settings.state_dir.mkdir(parents=True)
     workers = start_workers(settings, home)
     try:
-        wait_for_serving(url)
+        up = wait_for_workers(settings, url)
         print(
-            f"[{name}] workers up; {len(rows)} rows at {args.rate:g}/s, labels {args.delay:g}s on"
+            f"[{name}] workers up in {up:.1f}s; {len(rows)} rows at {args.rate:g}/s, "
+            f"labels {args.delay:g}s on"
         )
         served = drive(settings, url, rows, args.rate, args.delay)
         outcomes = verdicts(settings)
@@ -435,6 +443,9 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=2, help="seconds from request to label")
     parser.add_argument("--horizon", type=float, default=5, help="the spec's label horizon (s)")
     parser.add_argument("--streams", default=",".join(STREAMS))
+    parser.add_argument(
+        "--logs", type=Path, help="keep each stream's spec, worker logs and state here"
+    )
     args = parser.parse_args()
     names = [n for n in args.streams.split(",") if n]
     unknown = sorted(set(names) - set(STREAMS))
