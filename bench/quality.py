@@ -28,24 +28,27 @@ seconds later through ``Publisher.label``.
 Printed per stream: the ROC AUC of the served answers (fallback answers included, as
 served) beside River's ceiling, ``progressive_val_score``'s loop
 (``stream.simulate_qa``: predict each row, learn each label once revealed) with the
-same model factory on the same ordered rows, its labels revealed with the loop's
-effective delay: the mean number of rows between a row's request and the newest row
-the answering checkpoint had learned (from its manifest's ``event_time_max``). Also
-the fallback share, the effective delay in rows and seconds, the AUC over the last
-fifth of the abrupt stream beside River's, the time from the first label published to
-the first answer from a model, and the pusher's verdicts. AUCs are exact (ranks, ties
-halved), the same function for both sides.
+same model factory on the same ordered rows, each label revealed at the delay it
+effectively had: the mean number of requests sent between a row's request and its
+label (``--delay`` seconds at the achieved rate). Beside them: the fallback share, the
+time from the first label published to the first answer from a model, and the AUC
+over the last fifth of the abrupt stream. To tell the loop's delay from its learning,
+it also prints the serving lag, the mean number of rows between a request and the
+newest row the checkpoint answering it had learned (its manifest's
+``event_time_max``; over the answers a model gave, the whole stream if none did), and
+River's AUC at that lag; and the pusher's verdicts. AUCs are exact (ranks, ties halved), the
+same function for both sides.
 
 The JSON line's figure is the stream (or the abrupt stream's last fifth) where the
 served AUC falls furthest below River's: ``value`` served, ``limit`` River, ``ratio``
 value/limit; every stream's figures follow under ``streams``.
 Goal: served AUC within 0.01 of River's on every stream and the last fifth.
 
-    .venv/bin/python bench/quality.py [--rows 3000] [--rate 100] [--delay 2] \\
-        [--horizon 5] [--streams phishing,gradual,abrupt]
+    .venv/bin/python bench/quality.py [--rows 5000] [--rate 100] [--delay 2] \\
+        [--horizon 5] [--streams phishing,gradual,abrupt] [--logs DIR]
 
-Three streams of 3,000 rows at 100 rows/s take about four minutes, most of it
-starting workers and waiting for the last labels.
+With the defaults a run takes about four minutes: each stream's rows at 100 a second,
+and some 20 s to start its workers.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ import heapq
 import json
 import math
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -143,7 +147,13 @@ STREAMS: dict[str, Callable[[int], list[Row]]] = {
 
 
 def auc(scores: list[float], labels: list[bool]) -> float | None:
-    """Exact ROC AUC: the chance a positive scores above a negative (ties count half)."""
+    """Exact ROC AUC: the chance a positive scores above a negative (ties count half).
+
+    >>> auc([0.1, 0.4, 0.35, 0.8], [False, False, True, True])
+    0.75
+    >>> auc([0.5, 0.5, 0.5], [True, False, True])
+    0.5
+    """
     positives = sum(labels)
     negatives = len(labels) - positives
     if not positives or not negatives:
@@ -221,8 +231,10 @@ class Served:
     scores: list[float] = field(default_factory=list)
     versions: list[str | None] = field(default_factory=list)
     sent_at: list[datetime] = field(default_factory=list)
+    label_delays: list[int] = field(default_factory=list)  # requests between row and label
     first_label_at: float | None = None
     first_model_at: float | None = None
+    seconds: float = 0.0  # from the first request to the last
 
 
 def start_workers(settings: Settings, logs: Path) -> list[subprocess.Popen[bytes]]:
@@ -270,8 +282,10 @@ def drive(settings: Settings, url: str, rows: list[Row], rate: float, delay: flo
 
     def publish_due(pub: Publisher, until: float) -> None:
         while due and due[0][0] <= until:
-            _, _, event_id, entity, y = heapq.heappop(due)
+            _, row, event_id, entity, y = heapq.heappop(due)
             pub.label(event_id, entity, y)
+            if len(served.scores) < len(rows):  # labels after the last request reveal nothing
+                served.label_delays.append(len(served.scores) - row)
             if served.first_label_at is None:
                 served.first_label_at = time.monotonic()
 
@@ -291,6 +305,7 @@ def drive(settings: Settings, url: str, rows: list[Row], rate: float, delay: flo
                 served.first_model_at = time.monotonic()
             pub.event(entity, x, ts, event_id=answer["event_id"])
             heapq.heappush(due, (time.monotonic() + delay, i, answer["event_id"], entity, y))
+        served.seconds = time.monotonic() - start
         while due:
             time.sleep(max(0.0, due[0][0] - time.monotonic()))
             publish_due(pub, time.monotonic())
@@ -386,39 +401,51 @@ def run_stream(
         clean_redis(settings.topic_prefix)
     labels = [y for _, y in rows]
     fallback_share = sum(v is None for v in served.versions) / len(rows)
-    delay_rows = round(sum(row_lags) / len(row_lags)) if row_lags else len(rows)
-    delay_s = sum(second_lags) / len(second_lags) if second_lags else None
-    ceiling = river_scores(spec, rows, delay_rows)
+    label_delay = round(statistics.mean(served.label_delays)) if served.label_delays else 0
+    ceiling = river_scores(spec, rows, label_delay)
+    # With no model answering, serving lagged the whole stream.
+    lag = round(statistics.mean(row_lags)) if row_lags else len(rows)
+    lag_s = statistics.mean(second_lags) if second_lags else None
+    at_lag = river_scores(spec, rows, lag)
     result: dict[str, Any] = {
         "rows": len(rows),
+        "rate": round(len(rows) / served.seconds, 1),
         "served_auc": auc(served.scores, labels),
         "river_auc": auc(ceiling, labels),
-        "river_auc_no_delay": auc(river_scores(spec, rows, 0), labels),
+        "label_delay_rows": label_delay,
         "fallback_share": round(fallback_share, 4),
-        "effective_delay_rows": delay_rows,
-        "effective_delay_s": None if delay_s is None else round(delay_s, 2),
         "first_label_to_model_s": (
             round(served.first_model_at - served.first_label_at, 2)
             if served.first_model_at is not None and served.first_label_at is not None
             else None
         ),
+        "serving_lag_rows": lag,
+        "serving_lag_s": None if lag_s is None else round(lag_s, 2),
+        "river_auc_at_serving_lag": auc(at_lag, labels),
         "checkpoints_served": len({v for v in served.versions if v is not None}),
         "verdicts": outcomes,
     }
+    first = result["first_label_to_model_s"]
     print(
         f"[{name}] served AUC {fmt(result['served_auc'])} vs River {fmt(result['river_auc'])} "
-        f"at a delay of {delay_rows} rows ({fmt(delay_s)}s; River with no delay "
-        f"{fmt(result['river_auc_no_delay'])}); fallback {fallback_share:.1%}; first model "
-        f"{result['first_label_to_model_s']}s after the first label; "
+        f"with labels {label_delay} rows late; fallback {fallback_share:.1%}; first model "
+        f"{'never' if first is None else f'{first:.1f}s'} after the first label "
+        f"({result['rate']:g} rows/s)"
+    )
+    print(
+        f"[{name}] serving lagged {lag} rows ({fmt(lag_s)}s) behind the requests; River at "
+        f"that lag {fmt(result['river_auc_at_serving_lag'])}; "
         f"{result['checkpoints_served']} checkpoints served; verdicts {outcomes}"
     )
     if name == "abrupt":
         tail = len(rows) - len(rows) // 5
         result["served_auc_last_fifth"] = auc(served.scores[tail:], labels[tail:])
         result["river_auc_last_fifth"] = auc(ceiling[tail:], labels[tail:])
+        result["river_auc_last_fifth_at_serving_lag"] = auc(at_lag[tail:], labels[tail:])
         print(
             f"[{name}] last fifth: served AUC {fmt(result['served_auc_last_fifth'])} "
-            f"vs River {fmt(result['river_auc_last_fifth'])}"
+            f"vs River {fmt(result['river_auc_last_fifth'])} "
+            f"(at the serving lag {fmt(result['river_auc_last_fifth_at_serving_lag'])})"
         )
     return result
 
@@ -438,7 +465,7 @@ def worst(results: dict[str, dict[str, Any]]) -> tuple[str, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=3000, help="rows per synthetic stream")
+    parser.add_argument("--rows", type=int, default=5000, help="rows per synthetic stream")
     parser.add_argument("--rate", type=float, default=100, help="rows (requests) a second")
     parser.add_argument("--delay", type=float, default=2, help="seconds from request to label")
     parser.add_argument("--horizon", type=float, default=5, help="the spec's label horizon (s)")
