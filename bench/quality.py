@@ -346,7 +346,9 @@ def verdicts(settings: Settings) -> dict[str, int]:
             verdict = json.loads(raw) if raw else {}
             outcome = verdict.get("verdict", "?")
             if outcome == "refused":
-                outcome += ": " + "; ".join(r.split(":")[0] for r in verdict.get("reasons", []))
+                # The reasons' codes ("metric", "calibration", "superseded by <id>" as one).
+                codes = (r.split(":")[0].split(" by ")[0] for r in verdict.get("reasons", []))
+                outcome += ": " + "; ".join(codes)
             counts[outcome] = counts.get(outcome, 0) + 1
     finally:
         client.close()
@@ -425,29 +427,48 @@ def run_stream(
         "checkpoints_served": len({v for v in served.versions if v is not None}),
         "verdicts": outcomes,
     }
-    first = result["first_label_to_model_s"]
-    print(
-        f"[{name}] served AUC {fmt(result['served_auc'])} vs River {fmt(result['river_auc'])} "
-        f"with labels {label_delay} rows late; fallback {fallback_share:.1%}; first model "
-        f"{'never' if first is None else f'{first:.1f}s'} after the first label "
-        f"({result['rate']:g} rows/s)"
-    )
-    print(
-        f"[{name}] serving lagged {lag} rows ({fmt(lag_s)}s) behind the requests; River at "
-        f"that lag {fmt(result['river_auc_at_serving_lag'])}; "
-        f"{result['checkpoints_served']} checkpoints served; verdicts {outcomes}"
-    )
     if name == "abrupt":
         tail = len(rows) - len(rows) // 5
         result["served_auc_last_fifth"] = auc(served.scores[tail:], labels[tail:])
         result["river_auc_last_fifth"] = auc(ceiling[tail:], labels[tail:])
         result["river_auc_last_fifth_at_serving_lag"] = auc(at_lag[tail:], labels[tail:])
-        print(
-            f"[{name}] last fifth: served AUC {fmt(result['served_auc_last_fifth'])} "
-            f"vs River {fmt(result['river_auc_last_fifth'])} "
-            f"(at the serving lag {fmt(result['river_auc_last_fifth_at_serving_lag'])})"
-        )
+    print("\n".join(report(name, result)))
     return result
+
+
+def report(name: str, r: dict[str, Any]) -> list[str]:
+    """A stream's figures, as printed.
+
+    >>> r = {"served_auc": 0.5, "river_auc": 0.93, "label_delay_rows": 201, "rate": 100.1,
+    ...      "fallback_share": 1.0, "first_label_to_model_s": None, "serving_lag_rows": 1250,
+    ...      "serving_lag_s": None, "river_auc_at_serving_lag": 0.5, "checkpoints_served": 0,
+    ...      "verdicts": {"qualified": 1}}
+    >>> print("\\n".join(report("phishing", r)))
+    [phishing] served AUC 0.500 vs River 0.930 with labels 201 rows late; fallback 100.0%; no model answered (100.1 rows/s)
+    [phishing] serving lagged 1250 rows (n/a) behind the requests; River at that lag 0.500; 0 checkpoints served; verdicts {'qualified': 1}
+    """
+    first, lag_s = r["first_label_to_model_s"], r["serving_lag_s"]
+    lines = [
+        f"[{name}] served AUC {fmt(r['served_auc'])} vs River {fmt(r['river_auc'])} with "
+        f"labels {r['label_delay_rows']} rows late; fallback {r['fallback_share']:.1%}; "
+        + (
+            "no model answered"
+            if first is None
+            else f"first model {first:.1f}s after the first label"
+        )
+        + f" ({r['rate']:g} rows/s)",
+        f"[{name}] serving lagged {r['serving_lag_rows']} rows "
+        f"({'n/a' if lag_s is None else f'{lag_s:.1f}s'}) behind the requests; River at that "
+        f"lag {fmt(r['river_auc_at_serving_lag'])}; {r['checkpoints_served']} checkpoints "
+        f"served; verdicts {r['verdicts']}",
+    ]
+    if "served_auc_last_fifth" in r:
+        lines.append(
+            f"[{name}] last fifth: served AUC {fmt(r['served_auc_last_fifth'])} vs River "
+            f"{fmt(r['river_auc_last_fifth'])} (at the serving lag "
+            f"{fmt(r['river_auc_last_fifth_at_serving_lag'])})"
+        )
+    return lines
 
 
 def worst(results: dict[str, dict[str, Any]]) -> tuple[str, float, float]:
