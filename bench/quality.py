@@ -20,10 +20,9 @@ a constant fallback of 0.5, no entity features, and takes ``[model]`` and
 ramp and health are the spec's defaults, the shipped qualification rules.
 
 For every row, at ``--rate`` rows a second: one ``POST /predict`` whose answer is the
-served score, and the event with the same event id and features through
-``Publisher.event`` (serving logs only its prediction; when it publishes the event
-itself the second copy is a counted duplicate); the row's label follows ``--delay``
-seconds later through ``Publisher.label``.
+served score (serving publishes the event it scored, with the features it used); the
+row's label follows ``--delay`` seconds later through ``Publisher.label``, by the event
+id the answer carries: the app flow of the README.
 
 Printed per stream: the ROC AUC of the served answers (fallback answers included, as
 served) beside River's ceiling, ``progressive_val_score``'s loop
@@ -303,7 +302,6 @@ def drive(settings: Settings, url: str, rows: list[Row], rate: float, delay: flo
             served.sent_at.append(ts)
             if not fallback and served.first_model_at is None:
                 served.first_model_at = time.monotonic()
-            pub.event(entity, x, ts, event_id=answer["event_id"])
             heapq.heappush(due, (time.monotonic() + delay, i, answer["event_id"], entity, y))
         served.seconds = time.monotonic() - start
         while due:
