@@ -68,7 +68,7 @@ def dev_up(ctx: typer.Context) -> None:
         "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(values.items()))
     )
     report["workers"] = (
-        f"development mode: `source {env_file}` (LOOPLINE_ENV=dev) before `loopline run`"
+        f"development mode: `source {env_file}` (LOOPLINE_ENV=dev) before `loopline run` and the other commands"
     )
     _table(report, "local stack")
 

@@ -61,6 +61,7 @@ class ControlFollower:
         self.keys = operator_keys(settings)
         #: Set once the consumer holds its partitions at known positions.
         self.ready = threading.Event()
+        self.closing = False  # set before its consumer closes
 
     def catch_up(self, timeout: float = 15.0) -> None:
         """Fold every Command on the log so far into :attr:`state`."""
@@ -83,8 +84,8 @@ class ControlFollower:
                 log.info("control: no committed position; following from the end of the log")
         except KafkaException as exc:
             # An assignment that lands while the consumer closes (a stop right after
-            # the start) has nothing to position.
-            if exc.args[0].code() == KafkaError._DESTROY:
+            # the start) has nothing to position, and no answer to wait for.
+            if self.closing or exc.args[0].code() == KafkaError._DESTROY:
                 return
             raise
         consumer.assign(positions)

@@ -140,6 +140,7 @@ class Pusher:
         finally:
             checkpoints.close()
             tail.close()
+            self.control.closing = True
             control.close()
             self.routing.close()
 

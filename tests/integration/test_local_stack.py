@@ -41,6 +41,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
         "LOOPLINE_STATE_DIR": str(tmp_path / "state"),
         "LOOPLINE_PARTITIONS": "2",
         "COLUMNS": "200",
+        "LOOPLINE_ENV": "dev",  # as .loopline/dev/env, which `loopline dev up` writes, sets
     }
     return env
 

@@ -1,12 +1,12 @@
 """River's Phishing dataset through Kafka with a label delay: the trainer's progressive
-metrics against River's ``evaluate.progressive_val_score(..., delay=...)``.
+metrics against River's ``evaluate.progressive_val_score``.
 
 Examples are published in the order River reveals the answers (``stream.simulate_qa``),
 the holdout slice's rows left out, so that the trainer learns every row River does.
-The trainer scores each example when it arrives, i.e. when its label does; River
-scores at question time, ``delay`` examples earlier. With a short delay the two agree
-within a point; the gap grows with the delay (staleness River measures and a
-label-time score cannot see).
+The trainer scores each example when it arrives, i.e. when its label does: exactly
+River's test-then-train loop over the examples in that order. River with ``delay``
+scores at question time, ``delay`` examples earlier; that staleness is the serving
+side's to measure (the gap is printed, not asserted).
 """
 
 from __future__ import annotations
@@ -72,11 +72,14 @@ def test_progressive_metrics_match_river_with_label_delay(settings: Settings) ->
         "roc_auc": metrics.ROCAUC(),
         "log_loss": metrics.LogLoss(),
     }
+    dataset = [(x, y) for _, x, y in rows]
     for name, metric in river_metrics.items():
-        river = evaluate.progressive_val_score(
-            [(x, y) for _, x, y in rows], spec.build_model(), metric, delay=DELAY
+        river = evaluate.progressive_val_score(dataset, spec.build_model(), metric).get()
+        at_question = evaluate.progressive_val_score(
+            dataset, spec.build_model(), metric.clone(), delay=DELAY
         ).get()
         ours = manifest.metrics[name]
         assert ours is not None
-        print(f"{name}: trainer {ours:.4f}  river progressive_val_score(delay={DELAY}) {river:.4f}")
-        assert abs(ours - river) <= 0.01
+        print(f"{name}: trainer {ours:.4f}  river {river:.4f}  (delay={DELAY}: {at_question:.4f})")
+        # River's ROCAUC approximates over a fixed set of thresholds; the others are exact.
+        assert abs(ours - river) <= (0.01 if name == "roc_auc" else 1e-9)
