@@ -85,6 +85,9 @@ class Trainer:
             trainer_lease_name(self.spec.name, self.spec.spec_version),
             settings.trainer_lease_seconds,
         )
+        # A step waits on the broker at most this long a call, so a broker that does not
+        # answer never holds it past the lease's TTL (the lease would lapse under it).
+        self._broker_wait = min(10.0, self.lease.ttl / 6)
         self._applied: deque[str] = deque(maxlen=500)
         self._refused: deque[tuple[str, str]] = deque(maxlen=100)  # (command id, why)
         self._marks = ControlState(self.spec.name)
@@ -216,7 +219,7 @@ class Trainer:
                 self.checkpointer.discard(manifest.checkpoint_id)
                 raise
         self._commit(manifest.offsets)
-        self.checkpointer.announce(manifest)
+        self.checkpointer.announce(manifest, timeout=self._broker_wait)
         self.checkpointer.prune(manifest.checkpoint_id)
         self.parent = manifest
         self._since_checkpoint = 0
@@ -233,7 +236,7 @@ class Trainer:
         unknown = [TopicPartition(self.topic, p) for p in assigned if p not in self._committed]
         try:
             if unknown:
-                for tp in self._consumer.committed(unknown, timeout=10):
+                for tp in self._consumer.committed(unknown, timeout=self._broker_wait):
                     self._committed[tp.partition] = tp.offset
             commits = []
             for partition, offset in offsets.items():
@@ -249,7 +252,9 @@ class Trainer:
                     continue
                 commits.append(TopicPartition(self.topic, partition, offset))
             if commits:
-                self._consumer.commit(offsets=commits, asynchronous=False)
+                # Not waited for: the checkpoint holds the position, and a broker that does
+                # not answer must not hold the step past the lease.
+                self._consumer.commit(offsets=commits, asynchronous=True)
                 self._committed.update({tp.partition: tp.offset for tp in commits})
         except KafkaException as exc:
             log.warning("offset commit failed (the checkpoint holds the position): %s", exc)
