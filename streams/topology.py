@@ -114,7 +114,8 @@ def build_app(settings: Settings) -> faust.App:
         partitions=settings.partitions,
         extra_topic_configs=changelog_topic_config(),
     )
-    assert isinstance(table, StateTable)
+    if not isinstance(table, StateTable):  # the app's Table setting, just above
+        raise TypeError(f"the state table is a {type(table).__name__}, not a StateTable")
     table.tails = tails
 
     async def seek(topic: str, partition: int, offset: int) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -34,6 +32,7 @@ from loopline.signing.commands import (
 from loopline.signing.guard import refusals
 from loopline.signing.keys import encode, public_bytes, sign
 from loopline.signing.verdicts import DOMAIN as VERDICT_DOMAIN
+from tests.start_up import run_worker
 from tests.unit.signing_support import production
 
 ALICE = Operator("alice", Ed25519PrivateKey.generate())
@@ -265,16 +264,8 @@ def test_a_trainer_started_without_operator_or_holdout_keys_refuses_and_names_th
         pusher_signing_key=None, operator_keys=None, holdout_key=None, state_dir=tmp_path
     )
     env = settings.process_env({k: v for k, v in os.environ.items() if k != "LOOPLINE_ENV"})
-    result = subprocess.run(
-        [sys.executable, "-m", "loopline", "run", "trainer"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    said = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode == 2, said
+    returncode, said = run_worker("trainer", env)
+    assert returncode == 2, said
     assert "trainer refuses to start outside development mode" in said, said
     for setting in ("LOOPLINE_OPERATOR_KEYS is not set", "LOOPLINE_HOLDOUT_KEY is not set"):
         assert setting in said, setting

@@ -6,8 +6,6 @@ import ast
 import datetime as dt
 import os
 import ssl
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from loopline.kafka_auth import aiokafka_config, confluent_config, login
 from loopline.settings import Settings
 from loopline.signing.guard import refusals, require_safe
 from streams.topology import broker_credentials
+from tests.start_up import run_worker
 
 ROOT = Path(__file__).parents[2]
 PASSWORD = "pa55-w0rd-not-in-logs"
@@ -272,16 +271,8 @@ def test_a_streams_worker_on_a_plaintext_remote_broker_exits_naming_the_settings
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
     env |= {"LOOPLINE_KAFKA_BOOTSTRAP": "kafka.internal:9092", "LOOPLINE_STATE_DIR": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "loopline", "run", "streams"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    said = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode == 2, said
+    returncode, said = run_worker("streams", env)
+    assert returncode == 2, said
     assert "streams refuses to start outside development mode" in said, said
     assert "LOOPLINE_KAFKA_BOOTSTRAP points at kafka.internal" in said, said
     assert "LOOPLINE_KAFKA_SECURITY_PROTOCOL=SASL_SSL" in said, said

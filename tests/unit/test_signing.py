@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from loopline.settings import Settings
 from loopline.signing import private_key, public_key, require_safe
 from loopline.signing.guard import refusals
 from loopline.signing.keys import development_private_key, encode, public_bytes
+from tests.start_up import run_worker
 from tests.unit.signing_support import keys as _keys
 from tests.unit.signing_support import production as _production
 
@@ -149,16 +148,8 @@ def test_checkpoint_store_of_development_settings_signs_and_verifies(tmp_path: P
 def test_serving_started_with_defaults_refuses_and_names_the_settings(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
     env |= {"LOOPLINE_SERVING_HOST": "0.0.0.0", "LOOPLINE_STATE_DIR": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "loopline", "run", "serving"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    said = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0
+    returncode, said = run_worker("serving", env)
+    assert returncode != 0
     assert "refuses to start outside development mode" in said, said
     for setting in (
         "LOOPLINE_ENV=dev",
